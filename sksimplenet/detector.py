@@ -1,0 +1,424 @@
+"""``SimpleNetDetector``: the scikit-learn face of SimpleNet."""
+
+from __future__ import annotations
+
+import copy
+import numbers
+import time
+import warnings
+
+import joblib
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, OutlierMixin
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
+from torch.nn import functional as F
+
+from .backbones import build_feature_extractor
+from .image_io import ImageDataset, as_image_list, image_size
+from .model import SimpleNetModel
+from .scoring import image_scores, score_maps
+from .training import train_discriminator
+
+_INFERENCE_BATCH = 16
+_CACHE_DTYPES = {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def _resolve_device(device: str | torch.device, fitting: bool) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        if fitting:
+            raise ValueError(f"device={str(device)!r} was requested but CUDA is not available")
+        warnings.warn(f"device={str(device)!r} is not available here; scoring on the CPU", stacklevel=3)
+        return torch.device("cpu")
+    return device
+
+
+class SimpleNetDetector(OutlierMixin, BaseEstimator):
+    """SimpleNet image anomaly detector (Liu et al., CVPR 2023), trained on normal images only.
+
+    Frozen backbone features of every image position are adapted by a linear layer; a
+    small discriminator learns to tell them from copies with Gaussian noise added. At
+    inference ``-D`` is the anomaly score of each position, upsampled to the input
+    resolution and smoothed; the image score is the map's maximum.
+
+    Parameters
+    ----------
+    backbone : str or torch.nn.Module, default="wide_resnet50_2"
+        A :func:`torchvision.models.get_model` name, ``"efficientnet_lite0"`` (ImageNet
+        weights ship with the package, no network needed) or a module.
+    layers : tuple of str, default=None
+        Backbone modules whose outputs are used. None: ``("layer2", "layer3")`` for ResNets,
+        the stride-8 and stride-16 stages for EfficientNets.
+    weights : str, path or None, default="DEFAULT"
+        ``"DEFAULT"``, a torchvision weights name, a local state-dict file, or None
+        (random weights).
+    patch_size : int, default=3
+        Side ``p`` of the neighbourhood each position's features are averaged over.
+    feature_dim : int or None, default=1536
+        Upper bound on the patch-feature width: wider concatenations are reduced by
+        adaptive average pooling over channels; narrower ones are kept as they are.
+    feature_scaling : {None, "standardize"}, default=None
+        None uses the features as they come (the paper). ``"standardize"`` divides each
+        channel, after subtracting its mean, by its standard deviation over the training
+        patches, so that ``sigma`` is in units of each channel's spread on any backbone.
+    sigma : float, default=0.015
+        Standard deviation of the Gaussian noise that makes anomalous features.
+    hidden_dim : int, default=1024
+        Width of the discriminator's hidden layer.
+    margin : float, default=0.5
+        Truncation thresholds of the L1 loss (``th+ = th- = margin``).
+    epochs : int, default=160
+        Passes over the training images; the last epoch's model is kept.
+    batch_size : int, default=4
+        Images per training step (all their positions are used).
+    adaptor_lr, discriminator_lr : float, default=1e-4, 2e-4
+        Adam learning rates.
+    weight_decay : float, default=1e-5
+        Adam weight decay, both parts.
+    adaptor_bias : bool, default=False
+        The paper's adaptor has no bias (the official code's has one).
+    resize : int or (int, int), default=256
+        Images are resized to this (an int sets the shorter side) ...
+    crop_size : int, (int, int) or None, default=224
+        ... then centre-cropped to this; None keeps the whole resized image.
+    smoothing_sigma : float, default=4.0
+        Gaussian smoothing of the anomaly map, in pixels of the cropped image.
+    contamination : "auto" or float in (0, 0.5], default="auto"
+        ``"auto"``: the discriminator's own boundary (``D = 0``) separates inliers from
+        outliers. A float: that share of the training images is scored as outliers.
+    cache_dtype : {"float16", "bfloat16", "float32"}, default="float16"
+        Storage type of the training feature cache.
+    device : str, default="auto"
+        ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    n_jobs : int, default=None
+        Processes decoding image files in parallel with the network (None: one, in the
+        main process; -1: all cores).
+    random_state : int, RandomState or None, default=None
+        Seeds the initial weights, the order of the training images and the noise.
+    verbose : bool, default=False
+        Show progress bars.
+
+    Attributes
+    ----------
+    model_ : SimpleNetModel
+        The fitted network (frozen extractor, scaler, adaptor, discriminator).
+    loss_history_ : list of float
+        Mean training loss of each epoch.
+    offset_ : float
+        ``decision_function = score_samples - offset_``.
+    n_train_images_ : int
+        Number of images trained on.
+    feature_shape_ : tuple of int
+        ``(h, w, feature_dim)`` of the patch features of one image.
+    input_size_ : tuple of int
+        ``(height, width)`` of the training images as the network sees them.
+    fit_time_ : float
+        Seconds spent in ``fit``.
+    """
+
+    def __init__(
+        self,
+        backbone="wide_resnet50_2",
+        layers=None,
+        weights="DEFAULT",
+        *,
+        patch_size=3,
+        feature_dim=1536,
+        feature_scaling=None,
+        sigma=0.015,
+        hidden_dim=1024,
+        margin=0.5,
+        epochs=160,
+        batch_size=4,
+        adaptor_lr=1e-4,
+        discriminator_lr=2e-4,
+        weight_decay=1e-5,
+        adaptor_bias=False,
+        resize=256,
+        crop_size=224,
+        smoothing_sigma=4.0,
+        contamination="auto",
+        cache_dtype="float16",
+        device="auto",
+        n_jobs=None,
+        random_state=None,
+        verbose=False,
+    ):
+        self.backbone = backbone
+        self.layers = layers
+        self.weights = weights
+        self.patch_size = patch_size
+        self.feature_dim = feature_dim
+        self.feature_scaling = feature_scaling
+        self.sigma = sigma
+        self.hidden_dim = hidden_dim
+        self.margin = margin
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.adaptor_lr = adaptor_lr
+        self.discriminator_lr = discriminator_lr
+        self.weight_decay = weight_decay
+        self.adaptor_bias = adaptor_bias
+        self.resize = resize
+        self.crop_size = crop_size
+        self.smoothing_sigma = smoothing_sigma
+        self.contamination = contamination
+        self.cache_dtype = cache_dtype
+        self.device = device
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ validation
+    def _validate_params(self) -> None:
+        def positive(name, integer=False, allow_zero=False):
+            value = getattr(self, name)
+            kind = numbers.Integral if integer else numbers.Real
+            ok = isinstance(value, kind) and not isinstance(value, bool) and np.isfinite(value)
+            if not ok or value < 0 or (value == 0 and not allow_zero):
+                bound = ">= 0" if allow_zero else ("> 0" if not integer else ">= 1")
+                raise ValueError(f"{name} must be {'an integer' if integer else 'a number'} {bound}, got {value!r}")
+
+        for name in ("epochs", "batch_size", "hidden_dim", "patch_size"):
+            positive(name, integer=True)
+        for name in ("sigma", "adaptor_lr", "discriminator_lr", "margin"):
+            positive(name)
+        for name in ("weight_decay", "smoothing_sigma"):
+            positive(name, allow_zero=True)
+        if self.patch_size % 2 == 0:
+            raise ValueError(f"patch_size must be odd, got {self.patch_size}")
+        if self.feature_dim is not None:
+            positive("feature_dim", integer=True)
+        if self.feature_scaling not in (None, "standardize"):
+            raise ValueError(f"feature_scaling must be None or 'standardize', got {self.feature_scaling!r}")
+        if self.cache_dtype not in _CACHE_DTYPES:
+            raise ValueError(f"cache_dtype must be one of {sorted(_CACHE_DTYPES)}, got {self.cache_dtype!r}")
+        contamination = self.contamination
+        if not (contamination == "auto" or (
+            isinstance(contamination, numbers.Real) and not isinstance(contamination, bool)
+            and 0 < contamination <= 0.5
+        )):
+            raise ValueError(f"contamination must be 'auto' or a float in (0, 0.5], got {contamination!r}")
+        for name in ("resize", "crop_size"):
+            value = getattr(self, name)
+            values = (value,) if isinstance(value, numbers.Integral) else value
+            if value is None and name == "crop_size":
+                continue
+            if not (isinstance(values, (tuple, list)) and len(values) in (1, 2) and all(
+                isinstance(v, numbers.Integral) and v > 0 for v in values
+            )):
+                raise ValueError(f"{name} must be a positive int or (height, width), got {value!r}")
+
+    # ------------------------------------------------------------------ data flow
+    def _loader(self, images: list, device: torch.device):
+        dataset = ImageDataset(images, self.resize, self.crop_size)
+        files = isinstance(images[0], (str, bytes)) or hasattr(images[0], "__fspath__")
+        workers = joblib.effective_n_jobs(self.n_jobs) if files and self.n_jobs not in (None, 1) else 0
+        return torch.utils.data.DataLoader(
+            dataset,
+            batch_size=_INFERENCE_BATCH,
+            num_workers=workers,
+            collate_fn=list,
+            pin_memory=device.type == "cuda",
+        )
+
+    def _batches(self, images: list, device: torch.device, desc: str):
+        """Yield preprocessed image batches ``(n, 3, H, W)`` on ``device``, same-size groups."""
+        loader = self._loader(images, device)
+        if self.verbose:
+            from tqdm.auto import tqdm
+
+            loader = tqdm(loader, desc=desc, unit="batch")
+        for batch in loader:
+            if all(image.shape == batch[0].shape for image in batch):
+                yield torch.stack(batch).to(device, non_blocking=True)
+            else:
+                for image in batch:
+                    yield image.unsqueeze(0).to(device, non_blocking=True)
+
+    @torch.inference_mode()
+    def _extract_features(self, model: SimpleNetModel, images: list, device, dtype):
+        """Patch features ``(n_images, h, w, feature_dim)`` and the input size ``(H, W)``."""
+        chunks, input_sizes = [], set()
+        for batch in self._batches(images, device, "features"):
+            input_sizes.add(tuple(batch.shape[-2:]))
+            chunks.append(model.patch_features(batch).permute(0, 2, 3, 1).to("cpu", dtype))
+        if len(input_sizes) > 1:
+            raise ValueError(
+                f"Training images have different sizes after preprocessing {sorted(input_sizes)}: "
+                "set crop_size, or resize=(height, width)"
+            )
+        return torch.cat(chunks), input_sizes.pop()
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X, y=None):
+        """Train on normal images.
+
+        Parameters
+        ----------
+        X : sequence of images or array-like
+            See :mod:`sksimplenet.image_io` for the accepted forms.
+        y : array-like of shape (n_images,), default=None
+            Optional labels in {+1, -1}: images labelled -1 (anomalous) are left out, so
+            that labelled data can be cross-validated. None trains on every image.
+
+        Returns
+        -------
+        self
+        """
+        start = time.perf_counter()
+        self._validate_params()
+        images = as_image_list(X)
+        if y is not None:
+            y = np.asarray(y)
+            if y.shape != (len(images),):
+                raise ValueError(f"y has shape {y.shape}, expected ({len(images)},)")
+            images = [image for image, label in zip(images, y) if label != -1]
+            if not images:
+                raise ValueError("Every image is labelled -1 (anomalous): nothing normal to train on")
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        device = _resolve_device(self.device, fitting=True)
+
+        extractor = build_feature_extractor(self.backbone, self.layers, self.weights).to(device)
+        probe = SimpleNetModel(extractor, 1, patch_size=self.patch_size, max_feature_dim=self.feature_dim)
+        features, input_size = self._extract_features(probe, images, device, _CACHE_DTYPES[self.cache_dtype])
+
+        generator = torch.Generator().manual_seed(seed)
+        model = SimpleNetModel(
+            extractor,
+            features.shape[-1],
+            patch_size=self.patch_size,
+            max_feature_dim=self.feature_dim,
+            hidden_dim=self.hidden_dim,
+            adaptor_bias=self.adaptor_bias,
+            smoothing_sigma=self.smoothing_sigma,
+            generator=generator,
+        )
+        if self.feature_scaling == "standardize":
+            model.scaler.fit(features.reshape(-1, features.shape[-1]))
+        model.to(device)
+        loss_history = train_discriminator(
+            features,
+            model.scaler,
+            model.adaptor,
+            model.discriminator,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            sigma=self.sigma,
+            margin=self.margin,
+            adaptor_lr=self.adaptor_lr,
+            discriminator_lr=self.discriminator_lr,
+            weight_decay=self.weight_decay,
+            seed=seed,
+            device=device,
+            progress=self.verbose,
+        )
+        model.eval()
+        train_scores = self._scores_from_features(model, features, input_size, device)
+
+        # Only now, with everything computed, does the estimator change.
+        self.model_ = model
+        self.loss_history_ = loss_history
+        self.feature_shape_ = tuple(features.shape[1:])
+        self.input_size_ = input_size
+        self.n_train_images_ = len(images)
+        self.offset_ = 0.0 if self.contamination == "auto" else float(
+            np.percentile(-train_scores, 100.0 * self.contamination)
+        )
+        self.fit_time_ = time.perf_counter() - start
+        return self
+
+    @torch.inference_mode()
+    def _scores_from_features(self, model: SimpleNetModel, features: torch.Tensor, size, device) -> np.ndarray:
+        """Image anomaly scores ``(n_images,)`` from cached features, as ``_infer`` computes them."""
+        scores = []
+        for start in range(0, len(features), _INFERENCE_BATCH):
+            batch = features[start : start + _INFERENCE_BATCH].to(device)
+            maps = score_maps(model.patch_scores(batch), size, model.smoothing_sigma)
+            scores.append(image_scores(maps).cpu())
+        return torch.cat(scores).numpy()
+
+    # ------------------------------------------------------------------ inference
+    @torch.inference_mode()
+    def _infer(self, X) -> tuple[list[torch.Tensor], np.ndarray, list]:
+        check_is_fitted(self, "model_")
+        images = as_image_list(X)
+        device = _resolve_device(self.device, fitting=False)
+        model = self.model_.to(device).eval()
+        maps, scores = [], []
+        for batch in self._batches(images, device, "scoring"):
+            batch_maps, batch_scores = model(batch)
+            maps.extend(batch_maps.float().cpu().unbind(0))
+            scores.append(batch_scores.float().cpu())
+        return maps, torch.cat(scores).numpy(), images
+
+    def score_samples(self, X) -> np.ndarray:
+        """Normality of each image: the negated maximum of its anomaly map.
+
+        Returns
+        -------
+        ndarray of shape (n_images,)
+            Lower = more abnormal.
+        """
+        return -self._infer(X)[1]
+
+    def decision_function(self, X) -> np.ndarray:
+        """``score_samples(X) - offset_``: negative for outliers. Shape ``(n_images,)``."""
+        return self.score_samples(X) - self.offset_
+
+    def predict(self, X) -> np.ndarray:
+        """+1 for inliers (normal), -1 for outliers (anomalous). Shape ``(n_images,)``."""
+        return np.where(self.decision_function(X) < 0, -1, 1)
+
+    def anomaly_map(self, X, original_size: bool = False):
+        """Pixel anomaly scores, higher = more anomalous.
+
+        Parameters
+        ----------
+        X : sequence of images or array-like
+        original_size : bool, default=False
+            False: maps at the network's input resolution (after resize and crop).
+            True: each map resized back onto its image's original pixel grid; the border
+            the centre crop removed takes the nearest map value.
+
+        Returns
+        -------
+        ndarray of shape (n_images, height, width), float32
+            When all maps have one size; otherwise a list of ``(height_i, width_i)`` arrays.
+        """
+        maps, _, images = self._infer(X)
+        if original_size:
+            maps = [self._to_original_size(m, image_size(image)) for m, image in zip(maps, images)]
+        arrays = [m.numpy().astype(np.float32, copy=False) for m in maps]
+        if all(a.shape == arrays[0].shape for a in arrays):
+            return np.stack(arrays)
+        return arrays
+
+    def _to_original_size(self, anomaly_map: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        height, width = size
+        if self.resize is None:
+            resized = (height, width)
+        elif isinstance(self.resize, numbers.Integral) or len(self.resize) == 1:
+            short = int(self.resize if isinstance(self.resize, numbers.Integral) else self.resize[0])
+            scale = short / min(height, width)
+            resized = (short, int(width * scale)) if height <= width else (int(height * scale), short)
+        else:
+            resized = tuple(int(v) for v in self.resize)
+        crop_h, crop_w = anomaly_map.shape
+        top = int(round((resized[0] - crop_h) / 2.0))
+        left = int(round((resized[1] - crop_w) / 2.0))
+        pads = (left, resized[1] - crop_w - left, top, resized[0] - crop_h - top)
+        framed = F.pad(anomaly_map[None, None], pads, mode="replicate") if any(pads) else anomaly_map[None, None]
+        return F.interpolate(framed, size=(height, width), mode="bilinear", align_corners=False)[0, 0]
+
+    # ------------------------------------------------------------------ persistence
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        model = state.get("model_")
+        if model is not None and next(model.parameters()).device.type != "cpu":
+            state["model_"] = copy.deepcopy(model).cpu()
+        return state

@@ -1,0 +1,240 @@
+"""Every accepted image input → validated RGB float tensors, resized and centre-cropped.
+
+Accepted forms of ``X`` (one form per call):
+
+- a sequence of file paths (``str`` or ``os.PathLike``),
+- a sequence of PIL images,
+- a sequence of NumPy arrays, each ``(height, width)`` or ``(height, width, channels)``,
+- a sequence of tensors, each ``(height, width)`` or ``(channels, height, width)``,
+- a NumPy array ``(n_images, height, width, channels)``,
+- a tensor ``(n_images, channels, height, width)``.
+
+``channels`` is 1 (grayscale), 3 (RGB) or 4 (RGBA; alpha is dropped). Integer pixels are
+``uint8`` (0–255) or ``uint16`` (0–65535); float pixels must be finite and within [0, 1].
+Grayscale, palette, 16-bit and RGBA files are converted to RGB in [0, 1].
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torchvision.transforms.v2 import functional as TF
+
+_CHANNELS = (1, 3, 4)
+
+
+def _kind(item) -> str:
+    if isinstance(item, (str, os.PathLike)):
+        return "path"
+    if isinstance(item, Image.Image):
+        return "PIL image"
+    if isinstance(item, np.ndarray):
+        return "NumPy array"
+    if isinstance(item, torch.Tensor):
+        return "tensor"
+    raise TypeError(
+        f"Unsupported image type {type(item).__name__}: expected file paths, PIL images, "
+        "NumPy arrays or tensors"
+    )
+
+
+def as_image_list(X) -> list:
+    """Validate the container ``X`` and return its images as a list.
+
+    Arrays and tensors are checked completely here (shape, dtype, value range); files are
+    checked to exist, and are decoded later by :func:`load_image`.
+
+    Raises
+    ------
+    TypeError
+        ``X`` is None, a single path, or mixes several kinds of image.
+    ValueError
+        ``X`` is empty, or an image has a bad shape, dtype or value.
+    FileNotFoundError
+        A path does not exist.
+    """
+    if X is None:
+        raise TypeError("X is None: expected a sequence of images")
+    if isinstance(X, (str, os.PathLike)):
+        raise TypeError(f"X is a single path ({str(X)!r}): pass a list of image paths")
+    if isinstance(X, (np.ndarray, torch.Tensor)):
+        if X.ndim != 4:
+            layout = "(n_images, height, width, channels)" if isinstance(X, np.ndarray) else (
+                "(n_images, channels, height, width)"
+            )
+            raise ValueError(
+                f"X is a {X.ndim}-D {type(X).__name__}; a batch must be 4-D {layout}, "
+                "or pass a list of images"
+            )
+        if isinstance(X, torch.Tensor):
+            images = list(X.unbind(0))
+        else:
+            images = list(X)
+    elif isinstance(X, Image.Image):
+        raise TypeError("X is a single PIL image: pass a list of images")
+    else:
+        try:
+            images = list(X)
+        except TypeError:
+            raise TypeError(f"X must be a sequence of images, got {type(X).__name__}") from None
+    if len(images) == 0:
+        raise ValueError("X is empty: at least one image is required")
+
+    first_kind = None
+    for index, item in enumerate(images):
+        if item is None:
+            raise TypeError(f"Image {index} is None")
+        kind = _kind(item)
+        if first_kind is None:
+            first_kind = kind
+        elif kind != first_kind:
+            raise TypeError(
+                f"X mixes image types: image 0 is a {first_kind}, image {index} is a {kind}; "
+                "use one type per call"
+            )
+        _check_item(item, index)
+    return images
+
+
+def _check_item(item, index: int) -> None:
+    if isinstance(item, (str, os.PathLike)):
+        if not Path(item).is_file():
+            raise FileNotFoundError(f"Image {index}: file {str(item)!r} does not exist")
+        return
+    if isinstance(item, Image.Image):
+        if item.width == 0 or item.height == 0:
+            raise ValueError(f"Image {index} has zero size {item.size}")
+        return
+    channel_axis = -1 if isinstance(item, np.ndarray) else 0
+    if item.ndim not in (2, 3):
+        raise ValueError(
+            f"Image {index} has {item.ndim} dimensions, shape {tuple(item.shape)}: expected "
+            "(height, width) or " + ("(height, width, channels)" if channel_axis == -1 else "(channels, height, width)")
+        )
+    if item.ndim == 3 and item.shape[channel_axis] not in _CHANNELS:
+        raise ValueError(
+            f"Image {index} has {item.shape[channel_axis]} channels (shape {tuple(item.shape)}): "
+            "expected 1, 3 or 4"
+        )
+    if 0 in tuple(item.shape):
+        raise ValueError(f"Image {index} has zero size, shape {tuple(item.shape)}")
+    _check_pixels(item, index)
+
+
+def _check_pixels(pixels, index: int) -> None:
+    array = pixels.detach().cpu().numpy() if isinstance(pixels, torch.Tensor) else pixels
+    if array.dtype in (np.uint8, np.uint16):
+        return
+    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(
+            f"Image {index} has dtype {array.dtype}: expected uint8, uint16 or float in [0, 1]"
+        )
+    if not np.isfinite(array).all():
+        raise ValueError(f"Image {index} contains NaN or infinite values")
+    low, high = float(array.min()), float(array.max())
+    if low < 0.0 or high > 1.0:
+        raise ValueError(
+            f"Image {index} has float values in [{low:g}, {high:g}]: float images must lie in "
+            "[0, 1] (divide uint8 data by 255)"
+        )
+
+
+def _pil_to_array(image: Image.Image) -> np.ndarray:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        return np.asarray(image, dtype=np.float32).clip(0, 65535) / 65535.0
+    if image.mode == "F":
+        return np.asarray(image, dtype=np.float32)
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    return np.asarray(image.convert("RGB"))
+
+
+def _open_file(path, index: int) -> Image.Image:
+    try:
+        image = Image.open(path)
+        image.load()
+    except UnidentifiedImageError:
+        raise ValueError(f"Image {index}: {str(path)!r} is not a readable image file") from None
+    except (OSError, SyntaxError) as error:
+        raise ValueError(f"Image {index}: {str(path)!r} is truncated or corrupt ({error})") from None
+    if image.width == 0 or image.height == 0:
+        raise ValueError(f"Image {index}: {str(path)!r} has zero size")
+    return image
+
+
+def load_image(item, index: int = 0) -> torch.Tensor:
+    """Decode one validated image to an RGB tensor ``(3, height, width)``, float32 in [0, 1]."""
+    if isinstance(item, (str, os.PathLike)):
+        item = _open_file(item, index)
+    if isinstance(item, Image.Image):
+        array = _pil_to_array(item)
+        _check_pixels(array, index)
+        item = array
+    if isinstance(item, np.ndarray):
+        tensor = torch.from_numpy(np.array(item, copy=not item.flags.writeable, order="C"))
+        tensor = tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1)
+    else:
+        tensor = item.detach().cpu()
+        tensor = tensor.unsqueeze(0) if tensor.ndim == 2 else tensor
+    if tensor.dtype == torch.uint8:
+        tensor = tensor.float() / 255.0
+    elif tensor.dtype == torch.uint16:
+        tensor = tensor.to(torch.int32).float() / 65535.0
+    else:
+        tensor = tensor.float()
+    if tensor.shape[0] == 1:
+        tensor = tensor.expand(3, -1, -1)
+    elif tensor.shape[0] == 4:
+        tensor = tensor[:3]
+    return tensor.contiguous()
+
+
+def image_size(item) -> tuple[int, int]:
+    """``(height, width)`` of one validated image, read from the header for files."""
+    if isinstance(item, (str, os.PathLike)):
+        with Image.open(item) as image:
+            return image.height, image.width
+    if isinstance(item, Image.Image):
+        return item.height, item.width
+    if isinstance(item, np.ndarray):
+        return int(item.shape[0]), int(item.shape[1])
+    return tuple(int(s) for s in item.shape[-2:])
+
+
+def preprocess(
+    image: torch.Tensor, resize: int | Sequence[int] | None = 256, crop_size: int | Sequence[int] | None = 224
+) -> torch.Tensor:
+    """Resize then centre-crop one ``(3, H, W)`` image, as the network sees it.
+
+    ``resize`` as an int scales the shorter side to it (keeping the aspect ratio); as
+    ``(height, width)`` it sets both. ``crop_size`` None keeps the whole resized image.
+    """
+    if resize is not None:
+        size = [resize] if isinstance(resize, int) else list(resize)
+        image = TF.resize(image, size, antialias=True)
+    if crop_size is not None:
+        image = TF.center_crop(image, [crop_size] if isinstance(crop_size, int) else list(crop_size))
+    return image
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Images decoded and preprocessed on access, so DataLoader workers can run it in parallel.
+
+    Items are ``(3, crop_h, crop_w)`` float32 tensors in [0, 1].
+    """
+
+    def __init__(self, images: list, resize=256, crop_size=224):
+        self.images = images
+        self.resize = resize
+        self.crop_size = crop_size
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return preprocess(load_image(self.images[index], index), self.resize, self.crop_size)

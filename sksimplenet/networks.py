@@ -1,0 +1,101 @@
+"""SimpleNet's trainable parts: feature adaptor, anomalous feature generator, discriminator, loss.
+
+All modules work on flat batches of patch features, shape ``(n_patches, feature_dim)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def _init_linear(layer: nn.Linear, generator: torch.Generator | None) -> None:
+    # Xavier-normal weights as in the official code; PyTorch's default bias range.
+    nn.init.xavier_normal_(layer.weight, generator=generator)
+    if layer.bias is not None:
+        bound = 1.0 / math.sqrt(layer.in_features)
+        nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
+
+
+class FeatureScaler(nn.Module):
+    """Per-channel affine standardisation ``(x - mean) / scale`` with fixed statistics.
+
+    With ``mean = 0`` and ``scale = 1`` it is the identity (the paper's setting).
+    """
+
+    def __init__(self, feature_dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(feature_dim))
+        self.register_buffer("scale", torch.ones(feature_dim))
+
+    def fit(self, features: torch.Tensor, eps: float = 1e-6) -> FeatureScaler:
+        """Set the statistics from training features of shape ``(n_patches, feature_dim)``."""
+        features = features.float()
+        self.mean.copy_(features.mean(0))
+        self.scale.copy_(features.std(0).clamp_min(eps))
+        return self
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return (features - self.mean) / self.scale
+
+
+class Adaptor(nn.Module):
+    """Feature adaptor: one fully-connected layer, no bias, same input and output width."""
+
+    def __init__(self, feature_dim: int, bias: bool = False, generator: torch.Generator | None = None):
+        super().__init__()
+        self.linear = nn.Linear(feature_dim, feature_dim, bias=bias)
+        _init_linear(self.linear, generator)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.linear(features)
+
+
+class Discriminator(nn.Module):
+    """Linear → BatchNorm → LeakyReLU(0.2) → Linear: one normality score per patch.
+
+    Input ``(n_patches, feature_dim)``; output ``(n_patches,)``, positive = normal.
+    """
+
+    def __init__(self, feature_dim: int, hidden_dim: int = 1024, generator: torch.Generator | None = None):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Linear(feature_dim, hidden_dim),
+            nn.BatchNorm1d(hidden_dim),
+            nn.LeakyReLU(0.2),
+        )
+        self.head = nn.Linear(hidden_dim, 1)
+        _init_linear(self.body[0], generator)
+        _init_linear(self.head, generator)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(features)).squeeze(-1)
+
+
+def add_gaussian_noise(
+    features: torch.Tensor, sigma: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Anomalous feature generator: ``features + ε`` with ``ε ~ N(0, sigma²)`` i.i.d."""
+    noise = torch.randn(features.shape, generator=generator, device=features.device, dtype=features.dtype)
+    return features + sigma * noise
+
+
+def truncated_l1_loss(
+    normal_scores: torch.Tensor, anomalous_scores: torch.Tensor, margin: float = 0.5
+) -> torch.Tensor:
+    """``mean(max(0, margin − D(q))) + mean(max(0, margin + D(q⁻)))``.
+
+    Parameters
+    ----------
+    normal_scores : Tensor, shape (n_patches,)
+        Discriminator outputs on adapted normal features.
+    anomalous_scores : Tensor, shape (n_patches,)
+        Discriminator outputs on the noised features.
+    margin : float
+        The truncation thresholds ``th+ = th- = margin``.
+    """
+    normal_loss = torch.clamp(margin - normal_scores, min=0).mean()
+    anomalous_loss = torch.clamp(margin + anomalous_scores, min=0).mean()
+    return normal_loss + anomalous_loss

@@ -1,0 +1,73 @@
+"""From patch scores to anomaly maps and image scores, on the scores' own device."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def gaussian_kernel1d(sigma: float, truncate: float = 4.0, dtype=torch.float32, device=None) -> torch.Tensor:
+    """Normalised 1-D Gaussian kernel of radius ``int(truncate * sigma + 0.5)`` (as SciPy)."""
+    radius = int(truncate * float(sigma) + 0.5)
+    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    kernel = torch.exp(-0.5 * (x / float(sigma)) ** 2)
+    return (kernel / kernel.sum()).to(dtype=dtype, device=device)
+
+
+def gaussian_blur(maps: torch.Tensor, sigma: float, truncate: float = 4.0) -> torch.Tensor:
+    """Separable Gaussian filter of a batch of maps.
+
+    Matches ``scipy.ndimage.gaussian_filter(map, sigma, mode="nearest", truncate=truncate)``
+    applied to each map: borders are padded by repeating the edge pixel.
+
+    Parameters
+    ----------
+    maps : Tensor, shape (n_maps, height, width)
+    sigma : float
+        Standard deviation in pixels; 0 returns the maps unchanged.
+
+    Returns
+    -------
+    Tensor, shape (n_maps, height, width)
+    """
+    if sigma <= 0:
+        return maps
+    kernel = gaussian_kernel1d(sigma, truncate, dtype=maps.dtype, device=maps.device)
+    radius = kernel.numel() // 2
+    x = maps.unsqueeze(1)
+    x = F.pad(x, (radius, radius, 0, 0), mode="replicate")
+    x = F.conv2d(x, kernel.view(1, 1, 1, -1))
+    x = F.pad(x, (0, 0, radius, radius), mode="replicate")
+    x = F.conv2d(x, kernel.view(1, 1, -1, 1))
+    return x.squeeze(1)
+
+
+def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinearly resize ``(n_maps, h, w)`` maps to ``(n_maps, *size)``."""
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    return F.interpolate(maps.unsqueeze(1), size=tuple(size), mode="bilinear", align_corners=False).squeeze(1)
+
+
+def score_maps(patch_scores: torch.Tensor, size: tuple[int, int], smoothing_sigma: float = 4.0) -> torch.Tensor:
+    """Anomaly maps: patch anomaly scores upsampled to ``size`` and Gaussian-smoothed.
+
+    Parameters
+    ----------
+    patch_scores : Tensor, shape (n_images, h, w)
+        Higher = more anomalous (SimpleNet's ``-D``).
+    size : (height, width)
+        Output resolution in pixels (the network's input resolution).
+    smoothing_sigma : float
+        Gaussian standard deviation in output pixels.
+
+    Returns
+    -------
+    Tensor, shape (n_images, height, width)
+    """
+    return gaussian_blur(upsample(patch_scores, size), smoothing_sigma)
+
+
+def image_scores(maps: torch.Tensor) -> torch.Tensor:
+    """Image anomaly score: the maximum of each map, shape ``(n_images,)``."""
+    return maps.flatten(1).amax(dim=1)

@@ -1,0 +1,111 @@
+"""The SimpleNet training loop over cached patch features."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from .networks import add_gaussian_noise, truncated_l1_loss
+
+
+def train_discriminator(
+    features: torch.Tensor,
+    scaler: nn.Module,
+    adaptor: nn.Module,
+    discriminator: nn.Module,
+    *,
+    epochs: int = 160,
+    batch_size: int = 4,
+    sigma: float = 0.015,
+    margin: float = 0.5,
+    adaptor_lr: float = 1e-4,
+    discriminator_lr: float = 2e-4,
+    weight_decay: float = 1e-5,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    callback: Callable[[int, float], None] | None = None,
+    progress: bool = False,
+) -> list[float]:
+    """Train the adaptor and discriminator on normal patch features; return the loss history.
+
+    Each step takes the patches of ``batch_size`` images, adapts them (``q``), adds Gaussian
+    noise (``q⁻ = q + ε``) and minimises the truncated L1 loss of the discriminator on both.
+    As in the official code, ``q`` and ``q⁻`` pass the discriminator in one batch, so its
+    BatchNorm statistics cover both.
+
+    Parameters
+    ----------
+    features : Tensor, shape (n_images, h, w, feature_dim)
+        Cached frozen features of the normal training images (any float dtype, any device;
+        moved batch by batch).
+    scaler, adaptor, discriminator : nn.Module
+        Already on ``device``. ``scaler`` is fixed; the other two are trained in place.
+    epochs, batch_size, sigma, margin, adaptor_lr, discriminator_lr, weight_decay
+        The method's hyper-parameters (see :class:`~sksimplenet.SimpleNetDetector`).
+    seed : int
+        Seeds the image order and the noise.
+    callback : callable, optional
+        Called as ``callback(epoch, mean_loss)`` after each epoch (0-based); it may raise to
+        stop training.
+    progress : bool
+        Show a progress bar over epochs.
+
+    Returns
+    -------
+    list of float
+        Mean loss of each epoch.
+
+    Raises
+    ------
+    FloatingPointError
+        If the loss becomes NaN or infinite.
+    """
+    device = torch.device(device)
+    n_images = features.shape[0]
+    order_generator = torch.Generator().manual_seed(seed)
+    noise_generator = torch.Generator(device=device).manual_seed(seed + 1)
+    optimizer = torch.optim.Adam(
+        [
+            {"params": adaptor.parameters(), "lr": adaptor_lr},
+            {"params": discriminator.parameters(), "lr": discriminator_lr},
+        ],
+        weight_decay=weight_decay,
+    )
+    adaptor.train()
+    discriminator.train()
+    history: list[float] = []
+    epoch_range = range(epochs)
+    if progress:
+        from tqdm.auto import tqdm
+
+        epoch_range = tqdm(epoch_range, desc="training", unit="epoch")
+    for epoch in epoch_range:
+        order = torch.randperm(n_images, generator=order_generator)
+        total = torch.zeros((), device=device)
+        for start in range(0, n_images, batch_size):
+            batch = features[order[start : start + batch_size]]
+            batch = batch.to(device, non_blocking=True).reshape(-1, batch.shape[-1]).float()
+            normal = adaptor(scaler(batch))
+            anomalous = add_gaussian_noise(normal, sigma, noise_generator)
+            scores = discriminator(torch.cat([normal, anomalous]))
+            loss = truncated_l1_loss(scores[: len(normal)], scores[len(normal) :], margin)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.detach() * len(order[start : start + batch_size])
+        mean_loss = float(total) / n_images
+        if not math.isfinite(mean_loss):
+            raise FloatingPointError(
+                f"The training loss became {mean_loss} in epoch {epoch + 1}. Likely causes: "
+                "non-finite or huge feature values (check the images and the backbone's "
+                "weights) or a learning rate that is too high."
+            )
+        history.append(mean_loss)
+        if callback is not None:
+            callback(epoch, mean_loss)
+    adaptor.eval()
+    discriminator.eval()
+    return history

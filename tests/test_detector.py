@@ -1,0 +1,118 @@
+import pickle
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+from sksimplenet import SimpleNetDetector
+from sksimplenet.datasets import make_synthetic
+
+from .conftest import FAST
+
+
+@pytest.mark.parametrize("texture", ["stripes", "object"])
+def test_detects_and_localises_synthetic_defects(texture):
+    images, labels, masks = make_synthetic(40, 24, texture=texture, size=128, random_state=1)
+    train, test = slice(0, 24), slice(24, None)
+    detector = SimpleNetDetector(**{**FAST, "resize": 128, "epochs": 8}).fit(images[train])
+
+    scores = detector.score_samples(images[test])
+    maps = detector.anomaly_map(images[test])
+    assert maps.shape == (40, 128, 128) and maps.dtype == np.float32
+    assert roc_auc_score(labels[test] == -1, -scores) >= 0.9
+    assert roc_auc_score(masks[test].ravel(), maps.ravel()) >= 0.9
+
+
+def test_outlier_protocol(fitted, stripes):
+    images, labels, _ = stripes
+    scores = fitted.score_samples(images[20:])
+    assert scores.shape == (25,)
+    np.testing.assert_allclose(fitted.decision_function(images[20:]), scores - fitted.offset_)
+    predictions = fitted.predict(images[20:])
+    assert set(np.unique(predictions)) <= {-1, 1}
+    np.testing.assert_array_equal(predictions, np.where(scores - fitted.offset_ < 0, -1, 1))
+    assert fitted.offset_ == 0.0  # contamination="auto": the discriminator's D = 0
+
+
+def test_fitted_attributes(fitted):
+    assert len(fitted.loss_history_) == FAST["epochs"]
+    assert fitted.n_train_images_ == 20
+    assert fitted.feature_shape_ == (12, 12, 152)  # 96 px / stride 8; 40 + 112 channels
+    assert fitted.input_size_ == (96, 96)
+
+
+def test_contamination_sets_that_share_of_training_images_as_outliers(stripes):
+    images, _, _ = stripes
+    detector = SimpleNetDetector(**FAST, contamination=0.25).fit(images[:20])
+    assert (detector.predict(images[:20]) == -1).sum() == 5
+
+
+def test_labels_of_minus_one_are_left_out_of_training(stripes):
+    images, labels, _ = stripes
+    with_y = SimpleNetDetector(**FAST).fit(images, labels)
+    normal_only = SimpleNetDetector(**FAST).fit(images[labels == 1])
+    assert with_y.n_train_images_ == (labels == 1).sum()
+    np.testing.assert_allclose(with_y.score_samples(images[:5]), normal_only.score_samples(images[:5]))
+
+
+def test_same_random_state_gives_identical_scores(stripes, fitted):
+    images, _, _ = stripes
+    again = SimpleNetDetector(**FAST).fit(images[:20])
+    np.testing.assert_array_equal(again.score_samples(images[20:]), fitted.score_samples(images[20:]))
+    other = SimpleNetDetector(**{**FAST, "random_state": 1}).fit(images[:20])
+    assert not np.array_equal(other.score_samples(images[20:]), fitted.score_samples(images[20:]))
+
+
+def test_maps_at_original_size(fitted):
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (120, 200, 3), dtype=np.uint8), rng.integers(0, 255, (90, 90), dtype=np.uint8)]
+    maps = fitted.anomaly_map(images, original_size=True)
+    assert [m.shape for m in maps] == [(120, 200), (90, 90)]
+    cropped = fitted.anomaly_map(images[1:])
+    assert cropped.shape == (1, 96, 96)
+    # The image score is the maximum of the map at network resolution.
+    np.testing.assert_allclose(-fitted.score_samples(images[1:]), cropped.max(axis=(1, 2)), rtol=1e-6)
+
+
+def test_not_fitted_error():
+    with pytest.raises(NotFittedError):
+        SimpleNetDetector().predict(np.zeros((1, 32, 32, 3), np.uint8))
+
+
+def test_params_are_stored_verbatim_and_clone_works():
+    detector = SimpleNetDetector("resnet18", layers=("layer1", "layer2"), sigma=0.1, epochs=3)
+    params = detector.get_params()
+    assert params["backbone"] == "resnet18" and params["layers"] == ("layer1", "layer2")
+    assert params["sigma"] == 0.1 and params["epochs"] == 3
+    copy = clone(detector).set_params(sigma=0.2)
+    assert copy.sigma == 0.2 and detector.sigma == 0.1
+
+
+@pytest.mark.parametrize("dump, load", [(pickle.dumps, pickle.loads), ("joblib", "joblib")])
+def test_pickle_and_joblib_round_trip(fitted, stripes, tmp_path, dump, load):
+    images, _, _ = stripes
+    if dump == "joblib":
+        joblib.dump(fitted, tmp_path / "model.joblib")
+        restored = joblib.load(tmp_path / "model.joblib")
+    else:
+        restored = load(dump(fitted))
+    np.testing.assert_array_equal(restored.score_samples(images[20:]), fitted.score_samples(images[20:]))
+    unfitted = pickle.loads(pickle.dumps(SimpleNetDetector(sigma=0.3)))
+    assert unfitted.get_params() == SimpleNetDetector(sigma=0.3).get_params()
+
+
+def test_grid_search_over_sigma(stripes):
+    images, labels, _ = stripes
+    search = GridSearchCV(
+        SimpleNetDetector(**{**FAST, "epochs": 2}),
+        {"sigma": [0.015, 0.1]},
+        scoring="roc_auc",
+        cv=StratifiedKFold(n_splits=2, shuffle=True, random_state=0),
+    ).fit(images, labels)
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+    assert search.best_estimator_.sigma in (0.015, 0.1)
+    assert search.best_estimator_.n_train_images_ == (labels == 1).sum()
