@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import os
+from pathlib import Path
+
 import numpy as np
 from scipy import ndimage
 
@@ -104,3 +108,269 @@ def make_synthetic(
         tint = np.array([1.0, 0.95, 0.9], np.float32)
         images[i] = np.clip(gray[..., None] * tint * 255, 0, 255).astype(np.uint8)
     return images, labels, masks
+
+
+# --------------------------------------------------------------------------- folder layouts
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def _images_in(folder: Path) -> list[Path]:
+    """Image files directly in ``folder`` (extension case-insensitive, hidden files skipped), sorted."""
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()
+    )
+
+
+def _subfolders(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _require_dir(folder: Path, what: str) -> Path:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{what}: folder {folder} does not exist")
+    return folder
+
+
+def list_mvtec_categories(root: str | os.PathLike) -> list[str]:
+    """Categories of a dataset in the MVTec AD layout: subfolders holding ``train/`` and ``test/``.
+
+    Parameters
+    ----------
+    root : path
+        Folder holding one subfolder per category (``bottle``, ``cable``, ...).
+
+    Returns
+    -------
+    list of str
+        Sorted category names.
+    """
+    root = _require_dir(Path(root), "MVTec-style dataset root")
+    return [
+        name
+        for name in _subfolders(root)
+        if (root / name / "train").is_dir() and (root / name / "test").is_dir()
+    ]
+
+
+def load_mvtec(
+    root: str | os.PathLike,
+    category: str,
+    *,
+    normal_dir: str = "good",
+    require_masks: bool = True,
+) -> dict:
+    """One category of a dataset in the MVTec AD layout (MVTec AD, MPDD, BTAD, your own folders).
+
+    Layout::
+
+        <root>/<category>/train/good/*                      normal training images
+        <root>/<category>/test/good/*                       normal test images
+        <root>/<category>/test/<defect>/<name>.<ext>        defective test images
+        <root>/<category>/ground_truth/<defect>/<name>_mask.<ext>   (or <name>.<ext>)
+
+    Parameters
+    ----------
+    root : path
+        Folder holding the category folders.
+    category : str
+        Category folder name.
+    normal_dir : str, default="good"
+        Name of the folder of normal images under ``train/`` and ``test/`` (``"ok"`` for
+        BTAD as distributed).
+    require_masks : bool, default=True
+        True: a defective image without a mask raises ``FileNotFoundError``. False: its
+        mask is None, and only image-level metrics are meaningful.
+
+    Returns
+    -------
+    dict
+        ``train_paths`` (list of str), ``test_paths`` (list of str), ``test_labels`` (ndarray
+        of shape (n_test,), +1 normal / -1 defective), ``test_masks`` (list of mask paths,
+        None for normal images), ``test_categories`` (list of str: the test subfolder,
+        ``normal_dir`` for normal images). Normal test images come first, then each defect
+        folder in alphabetical order. Nothing is decoded.
+    """
+    base = Path(root) / category
+    if not base.is_dir():
+        available = list_mvtec_categories(root) if Path(root).is_dir() else []
+        raise FileNotFoundError(f"category folder {base} does not exist (categories found: {available})")
+    train = _images_in(_require_dir(base / "train" / normal_dir, f"training images of {category!r}"))
+    test_root = _require_dir(base / "test", f"test images of {category!r}")
+    defects = [name for name in _subfolders(test_root) if name != normal_dir]
+    test_paths, test_masks, test_categories = [], [], []
+    if (test_root / normal_dir).is_dir():
+        for path in _images_in(test_root / normal_dir):
+            test_paths.append(str(path))
+            test_masks.append(None)
+            test_categories.append(normal_dir)
+    for defect in defects:
+        mask_dir = base / "ground_truth" / defect
+        masks = {p.stem: p for p in _images_in(mask_dir)} if mask_dir.is_dir() else {}
+        for path in _images_in(test_root / defect):
+            mask = masks.get(path.stem + "_mask", masks.get(path.stem))
+            if mask is None and require_masks:
+                raise FileNotFoundError(
+                    f"no mask for {path}: expected {mask_dir / (path.stem + '_mask.png')} "
+                    "(pass require_masks=False to load image labels only)"
+                )
+            test_paths.append(str(path))
+            test_masks.append(None if mask is None else str(mask))
+            test_categories.append(defect)
+    return {
+        "train_paths": [str(path) for path in train],
+        "test_paths": test_paths,
+        "test_labels": np.array([1 if name == normal_dir else -1 for name in test_categories], dtype=int),
+        "test_masks": test_masks,
+        "test_categories": test_categories,
+    }
+
+
+VISA_COLUMNS = ("object", "split", "label", "image", "mask")
+
+
+def load_visa(
+    root: str | os.PathLike, category: str, split_csv: str | os.PathLike = "split_csv/1cls.csv"
+) -> dict:
+    """One object of VisA, split by one of its CSV files.
+
+    The CSV has the columns ``object,split,label,image,mask``; ``split`` is ``train`` or
+    ``test``, ``label`` is ``normal`` or ``anomaly``, and ``image`` / ``mask`` are paths
+    relative to ``root`` (``mask`` empty for normal images).
+
+    Parameters
+    ----------
+    root : path
+        The VisA folder (holding ``candle/``, ``pcb1/``, ..., ``split_csv/``).
+    category : str
+        Value of the ``object`` column, e.g. ``"candle"``.
+    split_csv : path, default="split_csv/1cls.csv"
+        The split file, relative to ``root`` (or absolute).
+
+    Returns
+    -------
+    dict
+        As :func:`load_mvtec`: ``train_paths`` (normal training rows only; anomalous
+        training rows of few-shot splits are left out), ``test_paths``, ``test_labels``
+        (ndarray, +1 normal / -1 anomaly), ``test_masks`` (mask path, None for normal
+        images), ``test_categories`` (``"normal"`` or ``"anomaly"``), in the CSV's order.
+    """
+    root = Path(root)
+    csv_path = root / split_csv
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"VisA split file {csv_path} does not exist")
+    with open(csv_path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in VISA_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{csv_path} lacks the columns {missing}; expected {list(VISA_COLUMNS)}")
+        rows = [{key: (row[key] or "").strip() for key in VISA_COLUMNS} for row in reader]
+    selected = [row for row in rows if row["object"] == category]
+    if not selected:
+        objects = sorted({row["object"] for row in rows})
+        raise ValueError(f"no rows for object {category!r} in {csv_path}; objects: {objects}")
+    train_paths, test_paths, test_labels, test_masks, test_categories = [], [], [], [], []
+    for row in selected:
+        label, split = row["label"].lower(), row["split"].lower()
+        if label not in ("normal", "anomaly") or split not in ("train", "test"):
+            raise ValueError(
+                f"{csv_path}: unexpected split/label {row['split']!r}/{row['label']!r} for {row['image']}"
+            )
+        if split == "train":
+            if label == "normal":
+                train_paths.append(str(root / row["image"]))
+            continue
+        test_paths.append(str(root / row["image"]))
+        test_labels.append(1 if label == "normal" else -1)
+        test_masks.append(str(root / row["mask"]) if label == "anomaly" and row["mask"] else None)
+        test_categories.append(label)
+    first = Path((train_paths or test_paths)[0])
+    if not first.is_file():
+        raise FileNotFoundError(f"{first} does not exist: image paths in {csv_path} are relative to {root}")
+    return {
+        "train_paths": train_paths,
+        "test_paths": test_paths,
+        "test_labels": np.array(test_labels, dtype=int),
+        "test_masks": test_masks,
+        "test_categories": test_categories,
+    }
+
+
+def one_class_classes(root: str | os.PathLike) -> list[str]:
+    """Class names of an image-folder data set: the subfolders of ``<root>/train``, sorted."""
+    return _subfolders(_require_dir(Path(root) / "train", "training images"))
+
+
+def load_one_class(root: str | os.PathLike, normal_class: str) -> dict:
+    """One-class split of a labelled image-folder data set (e.g. CIFAR-10 as image files).
+
+    Layout: ``<root>/train/<class>/*`` and ``<root>/test/<class>/*``. The training set is
+    ``train/<normal_class>``; the test set is all of ``test/``, with ``normal_class``
+    normal and every other class anomalous.
+
+    Parameters
+    ----------
+    root : path
+        Folder holding ``train/`` and ``test/``.
+    normal_class : str
+        The class taken as normal.
+
+    Returns
+    -------
+    dict
+        As :func:`load_mvtec`: ``train_paths``, ``test_paths`` (class by class,
+        alphabetically), ``test_labels`` (ndarray, +1 for ``normal_class``, -1 otherwise),
+        ``test_masks`` (all None), ``test_categories`` (class names).
+    """
+    root = Path(root)
+    train_dir = _require_dir(root / "train" / normal_class, f"training images of class {normal_class!r}")
+    test_root = _require_dir(root / "test", "test images")
+    _require_dir(test_root / normal_class, f"test images of class {normal_class!r}")
+    test = [(path, name) for name in _subfolders(test_root) for path in _images_in(test_root / name)]
+    return {
+        "train_paths": [str(path) for path in _images_in(train_dir)],
+        "test_paths": [str(path) for path, _ in test],
+        "test_labels": np.array([1 if name == normal_class else -1 for _, name in test], dtype=int),
+        "test_masks": [None] * len(test),
+        "test_categories": [name for _, name in test],
+    }
+
+
+def run_one_class_protocol(root: str | os.PathLike, make_detector, classes=None) -> dict:
+    """The one-class protocol: each class in turn is normal, all test images are scored.
+
+    For every class, a new detector from ``make_detector()`` is fitted on that class's
+    training images and scores the whole test set; the image AUROC of telling that class
+    from all others is recorded.
+
+    Parameters
+    ----------
+    root : path
+        Image-folder data set, as in :func:`load_one_class`.
+    make_detector : callable
+        Returns an unfitted detector with ``fit(paths)`` and ``score_samples(paths)``
+        (scikit-learn's convention: higher = more normal), e.g.
+        ``lambda: SimpleNetDetector(epochs=40)``.
+    classes : sequence of str, default=None
+        Classes to take as normal in turn; None: all of :func:`one_class_classes`.
+
+    Returns
+    -------
+    dict
+        ``per_class_auroc`` (dict of class name to float) and ``mean_auroc`` (float, their
+        mean).
+    """
+    from .metrics import image_auroc
+
+    classes = one_class_classes(root) if classes is None else list(classes)
+    if not classes:
+        raise ValueError(f"no classes to evaluate under {root}")
+    per_class = {}
+    for name in classes:
+        data = load_one_class(root, name)
+        detector = make_detector()
+        detector.fit(data["train_paths"])
+        scores = -np.asarray(detector.score_samples(data["test_paths"]), dtype=np.float64)
+        per_class[name] = image_auroc(data["test_labels"], scores)
+    return {"per_class_auroc": per_class, "mean_auroc": float(np.mean(list(per_class.values())))}

@@ -1,0 +1,452 @@
+"""Anomaly detection metrics: image and pixel AUROC, AUPRO and best F1.
+
+Conventions
+-----------
+Scores and maps: higher = more anomalous. ``SimpleNetDetector.score_samples`` follows
+scikit-learn (higher = more normal), so pass ``-detector.score_samples(X)`` as image
+scores; ``detector.anomaly_map(X)`` is already "higher = more anomalous".
+
+Image labels (one rule, decided by the values present):
+
+- values in ``{-1, +1}``: scikit-learn outlier labels, **-1 is anomalous**;
+- booleans or values in ``{0, 1}``: **True / 1 is anomalous**.
+
+Any other set of values, or labels of a single class, raise ``ValueError``.
+
+Masks: nonzero / True = defect pixel. A mask may be an array, a path to a mask image (read
+one at a time, when needed) or None (an image without defects).
+
+Memory
+------
+The pixel metrics never gather every pixel: a first pass finds the global score range; a
+second pass bins each image's scores into ``n_thresholds`` equal-width bins between the
+global minimum and maximum and adds them to histograms of defect pixels, normal pixels and
+(for AUPRO) region-weighted defect pixels. Memory is ``O(n_thresholds + one image)``
+whatever the number of images; every curve is then read off the cumulative histograms at
+the bin edges.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+from sklearn.metrics import auc, precision_recall_curve, roc_auc_score
+
+__all__ = [
+    "aupro",
+    "evaluate",
+    "f1_max",
+    "image_auroc",
+    "image_f1_max",
+    "pixel_auroc",
+    "pixel_f1_max",
+]
+
+DEFAULT_N_THRESHOLDS = 65_536
+
+# Connected components of ground-truth masks as the MVTec AD evaluation code finds them:
+# 8-connectivity (diagonal neighbours belong to the same region).
+_REGION_STRUCTURE = np.ones((3, 3), dtype=int)
+
+
+# ----------------------------------------------------------------------------- image level
+def _is_anomalous(labels) -> np.ndarray:
+    """Image labels (see the module docstring) -> boolean "is anomalous", shape ``(n,)``."""
+    y = np.asarray(labels)
+    if y.ndim != 1 or y.size == 0:
+        raise ValueError(f"labels must be a non-empty 1-D array, got shape {y.shape}")
+    if y.dtype == bool:
+        anomalous = y
+    else:
+        if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
+            raise ValueError(f"labels must be booleans or numbers, got dtype {y.dtype}")
+        values = set(np.unique(y).tolist())
+        if values <= {-1, 1}:
+            anomalous = y == -1
+        elif values <= {0, 1}:
+            anomalous = y == 1
+        else:
+            raise ValueError(
+                "labels must be +1/-1 (-1 anomalous) or 0/1 / bool (1 anomalous); "
+                f"got values {sorted(values)}"
+            )
+    if anomalous.all() or not anomalous.any():
+        raise ValueError("labels hold a single class; both normal and anomalous images are needed")
+    return anomalous
+
+
+def _scores(scores, n: int) -> np.ndarray:
+    s = np.asarray(scores, dtype=np.float64)
+    if s.shape != (n,):
+        raise ValueError(f"scores must have shape ({n},) like the labels, got {s.shape}")
+    if not np.isfinite(s).all():
+        raise ValueError("scores contain NaN or infinite values")
+    return s
+
+
+def _best_f1(tp: np.ndarray, fp: np.ndarray, n_positive: float) -> float:
+    """Largest ``2 TP / (2 TP + FP + FN)`` over thresholds; ``FN = n_positive - TP``."""
+    denominator = tp + fp + n_positive
+    f1 = np.divide(2 * tp, denominator, out=np.zeros(denominator.shape), where=denominator > 0)
+    return float(f1.max())
+
+
+def image_auroc(labels, scores) -> float:
+    """Area under the ROC curve of image scores.
+
+    Parameters
+    ----------
+    labels : array-like of shape (n_images,)
+        +1 normal / -1 anomalous (scikit-learn outlier labels), or bool / 0-1 with
+        True / 1 anomalous. Both classes must be present.
+    scores : array-like of shape (n_images,)
+        Anomaly scores, higher = more anomalous.
+
+    Returns
+    -------
+    float
+        0.5 for chance, 1.0 when every anomalous image scores above every normal one.
+
+    Examples
+    --------
+    >>> image_auroc([1, 1, -1], [0.1, 0.3, 0.2])
+    0.5
+    """
+    anomalous = _is_anomalous(labels)
+    return float(roc_auc_score(anomalous, _scores(scores, anomalous.size)))
+
+
+def f1_max(y_true, y_score) -> float:
+    """Best F1 over all thresholds ``score >= t``, computed exactly.
+
+    Parameters
+    ----------
+    y_true : array-like of any shape
+        True / nonzero = positive (anomalous image or defect pixel). For +1/-1 image
+        labels use :func:`image_f1_max`.
+    y_score : array-like of the same shape as ``y_true``
+        Higher = more likely positive.
+
+    Returns
+    -------
+    float
+        ``max_t 2 P(t) R(t) / (P(t) + R(t))`` from :func:`sklearn.metrics.precision_recall_curve`.
+
+    Notes
+    -----
+    Every value is held in memory; for many large maps use :func:`pixel_f1_max`.
+    """
+    truth = np.asarray(y_true) != 0
+    score = np.asarray(y_score, dtype=np.float64)
+    if truth.shape != score.shape:
+        raise ValueError(f"y_true has shape {truth.shape} but y_score has shape {score.shape}")
+    if truth.size == 0 or truth.all() or not truth.any():
+        raise ValueError(
+            "y_true holds a single class (for +1/-1 labels, where -1 is anomalous, use image_f1_max)"
+        )
+    if not np.isfinite(score).all():
+        raise ValueError("y_score contains NaN or infinite values")
+    precision, recall, _ = precision_recall_curve(truth.ravel(), score.ravel())
+    denominator = precision + recall
+    f1 = np.divide(2 * precision * recall, denominator, out=np.zeros_like(denominator), where=denominator > 0)
+    return float(f1.max())
+
+
+def image_f1_max(labels, scores) -> float:
+    """Best F1 of the anomalous class over all thresholds on the image scores.
+
+    Parameters
+    ----------
+    labels : array-like of shape (n_images,)
+        +1 normal / -1 anomalous, or bool / 0-1 with True / 1 anomalous.
+    scores : array-like of shape (n_images,)
+        Higher = more anomalous.
+
+    Returns
+    -------
+    float
+    """
+    anomalous = _is_anomalous(labels)
+    return f1_max(anomalous, _scores(scores, anomalous.size))
+
+
+# ----------------------------------------------------------------------------- pixel level
+def _as_sequence(items, name: str):
+    if isinstance(items, np.ndarray):
+        if items.ndim == 2:
+            return [items]
+        if items.ndim == 3:
+            return items
+        raise ValueError(f"{name} must have shape (n_images, height, width), got {items.shape}")
+    if isinstance(items, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a sequence of per-image items, not a single path")
+    return items if isinstance(items, Sequence) else list(items)
+
+
+def _read_mask(mask, shape: tuple[int, ...], index: int) -> np.ndarray:
+    if mask is None:
+        return np.zeros(shape, dtype=bool)
+    if isinstance(mask, (str, os.PathLike)):
+        from PIL import Image
+
+        with Image.open(mask) as image:
+            mask = np.asarray(image.convert("L"))
+    mask = np.asarray(mask)
+    if mask.shape != shape:
+        raise ValueError(
+            f"mask {index} has shape {mask.shape} but its map has shape {shape}; maps must be on the "
+            "masks' pixel grid (e.g. SimpleNetDetector.anomaly_map(X, original_size=True))"
+        )
+    return mask != 0
+
+
+def _read_map(amap, index: int) -> np.ndarray:
+    amap = np.asarray(amap)
+    if amap.ndim != 2:
+        raise ValueError(f"map {index} must be 2-D (height, width), got shape {amap.shape}")
+    if not np.isfinite(amap).all():
+        raise ValueError(f"map {index} contains NaN or infinite values")
+    return amap
+
+
+@dataclass
+class _PixelHistograms:
+    """Per-bin counts of normal and defect pixels (bin ``b`` covers scores ``>= edges[b]``)."""
+
+    normal: np.ndarray  # (n_bins,) int64
+    defect: np.ndarray  # (n_bins,) int64
+    region_overlap: np.ndarray | None  # (n_bins,) float64: sum of 1 / region size
+    n_regions: int
+
+    def rates_from_top(self, hist: np.ndarray, total: float) -> np.ndarray:
+        """Share of ``total`` at or above each threshold, highest threshold first; starts at 0."""
+        return np.concatenate([[0.0], np.cumsum(hist[::-1]) / total])
+
+    @property
+    def fpr(self) -> np.ndarray:
+        return self.rates_from_top(self.normal, self.normal.sum())
+
+    @property
+    def tpr(self) -> np.ndarray:
+        return self.rates_from_top(self.defect, self.defect.sum())
+
+
+def _pixel_histograms(masks, maps, n_thresholds: int, regions: bool) -> _PixelHistograms:
+    if int(n_thresholds) != n_thresholds or n_thresholds < 2:
+        raise ValueError(f"n_thresholds must be an integer >= 2, got {n_thresholds!r}")
+    n_bins = int(n_thresholds)
+    masks, maps = _as_sequence(masks, "masks"), _as_sequence(maps, "maps")
+    if len(masks) != len(maps):
+        raise ValueError(f"{len(masks)} masks but {len(maps)} maps")
+    if len(maps) == 0:
+        raise ValueError("no images")
+
+    # Pass 1: global score range.
+    low, high = np.inf, -np.inf
+    for i, amap in enumerate(maps):
+        amap = _read_map(amap, i)
+        low, high = min(low, float(amap.min())), max(high, float(amap.max()))
+    scale = n_bins / (high - low) if high > low else 0.0
+
+    # Pass 2: histograms, one image at a time.
+    normal = np.zeros(n_bins, np.int64)
+    defect = np.zeros(n_bins, np.int64)
+    overlap = np.zeros(n_bins, np.float64) if regions else None
+    n_regions = 0
+    for i, (mask, amap) in enumerate(zip(masks, maps)):
+        amap = _read_map(amap, i)
+        mask = _read_mask(mask, amap.shape, i)
+        bins = ((amap.astype(np.float64) - low) * scale).astype(np.intp)
+        np.minimum(bins, n_bins - 1, out=bins)
+        normal += np.bincount(bins[~mask], minlength=n_bins)
+        defect_bins = bins[mask]
+        defect += np.bincount(defect_bins, minlength=n_bins)
+        if regions and defect_bins.size:
+            labelled, count = ndimage.label(mask, structure=_REGION_STRUCTURE)
+            sizes = np.bincount(labelled.ravel())
+            overlap += np.bincount(defect_bins, weights=1.0 / sizes[labelled[mask]], minlength=n_bins)
+            n_regions += count
+    if defect.sum() == 0:
+        raise ValueError("the masks hold no defect pixel; pixel metrics need at least one")
+    if normal.sum() == 0:
+        raise ValueError("the masks hold no defect-free pixel; pixel metrics need at least one")
+    return _PixelHistograms(normal, defect, overlap, n_regions)
+
+
+def _trapezoid(x: np.ndarray, y: np.ndarray) -> float:
+    return float(np.sum(np.diff(x) * (y[1:] + y[:-1])) / 2) if x.size > 1 else 0.0
+
+
+def _auroc_from(hist: _PixelHistograms) -> float:
+    return float(auc(hist.fpr, hist.tpr))
+
+
+def _f1_from(hist: _PixelHistograms) -> float:
+    tp = np.cumsum(hist.defect[::-1]).astype(np.float64)
+    fp = np.cumsum(hist.normal[::-1]).astype(np.float64)
+    return _best_f1(tp, fp, float(hist.defect.sum()))
+
+
+def _partial_area(x: np.ndarray, y: np.ndarray, x_max: float) -> float:
+    """Trapezoidal area under ``y(x)`` (``x`` non-decreasing) from ``x[0]`` to ``x_max``.
+
+    ``y`` at ``x_max`` is interpolated linearly between its neighbouring points.
+    """
+    k = int(np.searchsorted(x, x_max, side="right"))  # x[:k] <= x_max < x[k:]
+    area = _trapezoid(x[:k], y[:k])
+    if k < x.size:
+        y_at = y[k - 1] + (y[k] - y[k - 1]) * (x_max - x[k - 1]) / (x[k] - x[k - 1])
+        area += 0.5 * (y[k - 1] + y_at) * (x_max - x[k - 1])
+    return float(area)
+
+
+def _aupro_from(hist: _PixelHistograms, max_fpr: float) -> float:
+    pro = np.minimum(hist.rates_from_top(hist.region_overlap, hist.n_regions), 1.0)
+    return float(_partial_area(hist.fpr, pro, max_fpr) / max_fpr)
+
+
+def _check_max_fpr(max_fpr: float) -> float:
+    if not 0 < max_fpr <= 1:
+        raise ValueError(f"max_fpr must be in (0, 1], got {max_fpr!r}")
+    return float(max_fpr)
+
+
+def pixel_auroc(masks, maps, *, n_thresholds: int = DEFAULT_N_THRESHOLDS) -> float:
+    """Area under the ROC curve of all pixels of all images, in bounded memory.
+
+    Parameters
+    ----------
+    masks : array-like of shape (n_images, height, width), or sequence of n_images items
+        Ground truth, nonzero / True = defect. Items may be ``(height_i, width_i)`` arrays,
+        paths to mask images, or None (no defect).
+    maps : array-like of shape (n_images, height, width), or sequence of n_images arrays
+        Anomaly maps, higher = more anomalous, each of its mask's shape.
+    n_thresholds : int, default=65536
+        Equal-width score bins between the global minimum and maximum.
+
+    Returns
+    -------
+    float
+
+    Notes
+    -----
+    The ROC curve is read at the bin edges and integrated with the trapezoidal rule. This
+    is exact for pixel pairs (defect, normal) whose scores fall in different bins and
+    counts pairs sharing a bin as ties (half). The error is therefore at most
+    ``0.5 * sum_b defect_b * normal_b / (n_defect * n_normal)``; for continuous scores and
+    the default bins it is typically below 1e-5.
+    """
+    return _auroc_from(_pixel_histograms(masks, maps, n_thresholds, regions=False))
+
+
+def pixel_f1_max(masks, maps, *, n_thresholds: int = DEFAULT_N_THRESHOLDS) -> float:
+    """Best F1 of the defect pixels over thresholds at the bin edges, in bounded memory.
+
+    Parameters
+    ----------
+    masks, maps, n_thresholds
+        As in :func:`pixel_auroc`.
+
+    Returns
+    -------
+    float
+
+    Notes
+    -----
+    Only thresholds on the ``n_thresholds`` bin edges are tried, so pixels in the same bin
+    cannot be separated; the result is at most the exact :func:`f1_max` and close to it
+    when no single bin holds many pixels.
+    """
+    return _f1_from(_pixel_histograms(masks, maps, n_thresholds, regions=False))
+
+
+def aupro(masks, maps, *, max_fpr: float = 0.3, n_thresholds: int = DEFAULT_N_THRESHOLDS) -> float:
+    """Normalised area under the per-region-overlap (PRO) curve up to ``max_fpr``.
+
+    The MVTec AD definition (Bergmann et al., IJCV 2021): the regions are the connected
+    components of every ground-truth mask, 8-connected as in the MVTec AD evaluation code.
+    At a threshold ``t``, PRO is the mean over all regions of the share of the region's
+    pixels scoring ``>= t``, and FPR is the share of all defect-free pixels (of all images)
+    scoring ``>= t``. PRO is integrated over FPR from 0 to ``max_fpr`` with the trapezoidal
+    rule, the point at exactly ``max_fpr`` interpolated linearly, and divided by ``max_fpr``.
+
+    Parameters
+    ----------
+    masks, maps
+        As in :func:`pixel_auroc`.
+    max_fpr : float in (0, 1], default=0.3
+        Integration limit.
+    n_thresholds : int, default=65536
+        Equal-width score bins between the global minimum and maximum; the curve is read
+        at their edges.
+
+    Returns
+    -------
+    float
+        1.0 for a perfect map; ``max_fpr / 2`` for a constant map.
+
+    Notes
+    -----
+    Between two consecutive bin edges the exact (staircase) curve is replaced by a straight
+    line, which changes the area by at most ``sum_b dFPR_b * dPRO_b / 2`` before the division
+    by ``max_fpr``: small unless one bin holds a large share of the pixels.
+    """
+    max_fpr = _check_max_fpr(max_fpr)
+    return _aupro_from(_pixel_histograms(masks, maps, n_thresholds, regions=True), max_fpr)
+
+
+# ----------------------------------------------------------------------------- everything
+def evaluate(
+    labels,
+    scores,
+    masks=None,
+    maps=None,
+    *,
+    max_fpr: float = 0.3,
+    n_thresholds: int = DEFAULT_N_THRESHOLDS,
+) -> dict[str, float]:
+    """Image metrics, and pixel metrics when masks are given, in one call.
+
+    Parameters
+    ----------
+    labels : array-like of shape (n_images,)
+        +1 normal / -1 anomalous, or bool / 0-1 with True / 1 anomalous.
+    scores : array-like of shape (n_images,)
+        Image anomaly scores, higher = more anomalous.
+    masks : array-like of shape (n_images, height, width), sequence or None
+        Ground-truth masks as in :func:`pixel_auroc` (for example the ``test_masks`` of a
+        loader in :mod:`sksimplenet.datasets`: mask paths, None for normal images).
+    maps : array-like of shape (n_images, height, width), sequence or None
+        Anomaly maps; required with ``masks``.
+    max_fpr : float, default=0.3
+        Integration limit of AUPRO.
+    n_thresholds : int, default=65536
+        Score bins of the pixel metrics.
+
+    Returns
+    -------
+    dict of str to float
+        ``image_auroc`` and ``image_f1_max``; with masks also ``pixel_auroc``, ``aupro`` and
+        ``pixel_f1_max``. The pixel histograms are built once for all three.
+    """
+    result = {"image_auroc": image_auroc(labels, scores), "image_f1_max": image_f1_max(labels, scores)}
+    if masks is None:
+        if maps is not None:
+            raise ValueError("maps were given without masks")
+        return result
+    if maps is None:
+        raise ValueError("masks were given without maps")
+    max_fpr = _check_max_fpr(max_fpr)
+    masks, maps = _as_sequence(masks, "masks"), _as_sequence(maps, "maps")
+    n_images = len(np.asarray(labels))
+    if len(masks) != n_images or len(maps) != n_images:
+        raise ValueError(f"{n_images} labels but {len(masks)} masks and {len(maps)} maps")
+    hist = _pixel_histograms(masks, maps, n_thresholds, regions=True)
+    result["pixel_auroc"] = _auroc_from(hist)
+    result["aupro"] = _aupro_from(hist, max_fpr)
+    result["pixel_f1_max"] = _f1_from(hist)
+    return result

@@ -1,0 +1,229 @@
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage
+from sklearn.metrics import roc_auc_score
+
+from sksimplenet.metrics import (
+    aupro,
+    evaluate,
+    f1_max,
+    image_auroc,
+    image_f1_max,
+    pixel_auroc,
+    pixel_f1_max,
+)
+
+
+def _blobs(n_images=6, size=40, seed=0):
+    """Masks with a few random discs each (some images defect-free) and noisy maps."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    masks = np.zeros((n_images, size, size), bool)
+    for i in range(1, n_images):
+        for _ in range(rng.integers(1, 4)):
+            cy, cx, r = rng.integers(5, size - 5), rng.integers(5, size - 5), rng.integers(2, 6)
+            masks[i] |= (yy - cy) ** 2 + (xx - cx) ** 2 <= r**2
+    maps = masks * rng.uniform(0.3, 1.0, size=masks.shape) + rng.normal(0, 0.4, size=masks.shape)
+    return masks, maps
+
+
+def _exact_aupro(masks, maps, max_fpr):
+    """The MVTec AD curve with every distinct score as a threshold (all pixels in memory)."""
+    regions = []
+    normal_scores = []
+    for mask, amap in zip(masks, maps):
+        labelled, n = ndimage.label(mask, structure=np.ones((3, 3)))
+        regions += [amap[labelled == k] for k in range(1, n + 1)]
+        normal_scores.append(amap[labelled == 0])
+    normal_scores = np.concatenate(normal_scores)
+    thresholds = np.unique(np.concatenate([normal_scores, *regions]))[::-1]
+    fpr = [0.0] + [np.mean(normal_scores >= t) for t in thresholds]
+    pro = [0.0] + [np.mean([np.mean(r >= t) for r in regions]) for t in thresholds]
+    grid_fpr = np.r_[[f for f in fpr if f <= max_fpr], max_fpr]
+    grid_pro = np.r_[[p for f, p in zip(fpr, pro) if f <= max_fpr], np.interp(max_fpr, fpr, pro)]
+    return np.sum(np.diff(grid_fpr) * (grid_pro[1:] + grid_pro[:-1]) / 2) / max_fpr
+
+
+# ----------------------------------------------------------------------------- image level
+def test_image_auroc_accepts_outlier_labels_and_boolean_flags_alike():
+    scores = [0.1, 0.4, 0.35, 0.8]
+    # Anomalous images score 0.35 and 0.8; normal ones 0.1 and 0.4: 3 of 4 pairs ordered.
+    assert image_auroc([1, 1, -1, -1], scores) == pytest.approx(0.75)
+    assert image_auroc([False, False, True, True], scores) == pytest.approx(0.75)
+    assert image_auroc([0, 0, 1, 1], scores) == pytest.approx(0.75)
+
+
+def test_image_auroc_of_detector_style_scores_needs_a_minus_sign():
+    labels = np.array([1, 1, -1, -1])
+    score_samples = np.array([-0.1, -0.2, -0.9, -0.5])  # higher = more normal, as in scikit-learn
+    assert image_auroc(labels, -score_samples) == 1.0
+    assert image_auroc(labels, score_samples) == 0.0
+
+
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        ([1, 1, 1], "single class"),
+        ([-1, -1], "single class"),
+        ([-1, 0, 1], "got values"),
+        ([0, 2, 2], "got values"),
+    ],
+)
+def test_image_auroc_rejects_ambiguous_labels(labels, message):
+    with pytest.raises(ValueError, match=message):
+        image_auroc(labels, np.arange(len(labels)))
+
+
+def test_image_auroc_rejects_misaligned_or_nan_scores():
+    with pytest.raises(ValueError, match=r"shape \(3,\)"):
+        image_auroc([1, -1, 1], [0.1, 0.2])
+    with pytest.raises(ValueError, match="NaN"):
+        image_auroc([1, -1], [0.1, np.nan])
+
+
+def test_f1_max_matches_brute_force_over_all_thresholds():
+    rng = np.random.default_rng(0)
+    truth = rng.random(60) < 0.3
+    scores = truth * 0.5 + rng.random(60)
+    brute = 0.0
+    for t in np.unique(scores):
+        predicted = scores >= t
+        tp = np.sum(predicted & truth)
+        brute = max(brute, 2 * tp / (predicted.sum() + truth.sum()))
+    assert f1_max(truth, scores) == pytest.approx(brute)
+    assert image_f1_max(np.where(truth, -1, 1), scores) == pytest.approx(brute)
+
+
+def test_image_f1_max_hand_example():
+    # Threshold 0.35 flags three images, two of them anomalous: P = 2/3, R = 1, F1 = 0.8.
+    assert image_f1_max([1, 1, -1, -1], [0.1, 0.4, 0.35, 0.8]) == pytest.approx(0.8)
+
+
+def test_f1_max_points_to_image_f1_max_for_outlier_labels():
+    with pytest.raises(ValueError, match="image_f1_max"):
+        f1_max(np.array([1, -1, 1]), [0.1, 0.2, 0.3])
+
+
+# ----------------------------------------------------------------------------- pixel level
+def test_pixel_auroc_matches_sklearn_on_random_maps():
+    masks, maps = _blobs(seed=1)
+    expected = roc_auc_score(masks.ravel(), maps.ravel())
+    assert pixel_auroc(masks, maps) == pytest.approx(expected, abs=1e-3)
+    # Float32 maps, as the detector returns them, give the same answer.
+    assert pixel_auroc(masks, maps.astype(np.float32)) == pytest.approx(expected, abs=1e-3)
+
+
+def test_pixel_auroc_of_images_of_different_sizes():
+    rng = np.random.default_rng(2)
+    masks = [rng.random((20, 30)) < 0.2, rng.random((16, 16)) < 0.1, None]
+    maps = [m + rng.normal(0, 1, m.shape) for m in masks[:2]] + [rng.normal(0, 1, (12, 18))]
+    all_truth = np.concatenate([masks[0].ravel(), masks[1].ravel(), np.zeros(12 * 18, bool)])
+    all_scores = np.concatenate([m.ravel() for m in maps])
+    assert pixel_auroc(masks, maps) == pytest.approx(roc_auc_score(all_truth, all_scores), abs=1e-3)
+
+
+def test_pixel_metrics_read_mask_files_one_at_a_time(tmp_path):
+    masks, maps = _blobs(n_images=3, seed=3)
+    paths = []
+    for i, mask in enumerate(masks):
+        paths.append(tmp_path / f"{i}_mask.png")
+        Image.fromarray((mask * 255).astype(np.uint8)).save(paths[-1])
+    paths[0] = None  # a normal image has no mask file
+    assert pixel_auroc(paths, maps) == pytest.approx(pixel_auroc(masks, maps))
+    assert aupro(paths, maps) == pytest.approx(aupro(masks, maps))
+
+
+def test_pixel_auroc_of_perfect_and_constant_maps():
+    masks, _ = _blobs(seed=4)
+    assert pixel_auroc(masks, masks.astype(float)) == 1.0
+    assert pixel_auroc(masks, np.ones(masks.shape)) == 0.5
+
+
+def test_pixel_f1_max_matches_the_exact_value():
+    masks, maps = _blobs(seed=5)
+    assert pixel_f1_max(masks, maps) == pytest.approx(f1_max(masks, maps), abs=1e-3)
+
+
+def test_pixel_metrics_name_the_mismatched_image():
+    masks, maps = _blobs(n_images=3)
+    with pytest.raises(ValueError, match=r"mask 1 has shape \(40, 40\) but its map has shape \(40, 39\)"):
+        pixel_auroc(masks, [maps[0], maps[1, :, 1:], maps[2]])
+    with pytest.raises(ValueError, match="no defect pixel"):
+        pixel_auroc(np.zeros((2, 5, 5)), np.ones((2, 5, 5)))
+
+
+# ----------------------------------------------------------------------------- AUPRO
+def test_aupro_of_a_perfect_map_is_one_and_of_a_constant_map_half_the_limit():
+    masks, _ = _blobs(seed=6)
+    assert aupro(masks, masks.astype(float)) == pytest.approx(1.0)
+    # A constant map: the curve is the straight line from (0, 0) to (1, 1).
+    assert aupro(masks, np.zeros(masks.shape)) == pytest.approx(0.15)
+    assert aupro(masks, np.zeros(masks.shape), max_fpr=1.0) == pytest.approx(0.5)
+
+
+def test_aupro_two_regions_by_hand():
+    mask = np.zeros((4, 4), bool)
+    mask[0, 0:2] = True  # region A: 2 pixels
+    mask[2:4, 2:4] = True  # region B: 4 pixels
+    amap = np.zeros((4, 4))
+    amap[0, 0:2] = 3  # A fully found at threshold 3
+    amap[2, 2], amap[2, 3], amap[3, 2], amap[3, 3] = 3, 1, 1, 1  # B: 1/4 at 3, all at 1
+    amap[1, 0] = 2  # one of 10 normal pixels
+    # Curve (FPR, PRO): (0, 0) -> t=3 (0, 0.625) -> t=2 (0.1, 0.625) -> t=1 (0.1, 1) -> t=0 (1, 1).
+    # Area up to 0.3: 0.1 * 0.625 + 0.2 * 1 = 0.2625, normalised: 0.875.
+    assert aupro(mask[None], amap[None]) == pytest.approx(0.875)
+    assert aupro(mask[None], amap[None], max_fpr=0.05) == pytest.approx(0.625)
+
+
+def test_aupro_regions_are_8_connected_as_in_mvtec_ad():
+    mask = np.zeros((5, 5), bool)
+    mask[0, 0] = mask[1, 1] = mask[1, 2] = True  # one region of 3 through a diagonal step
+    amap = np.zeros((5, 5))
+    amap[0, 0] = 1.0  # one third of the region found without any false positive
+    # Curve: (0, 0) -> (0, 1/3) -> (1, 1); PRO at FPR 0.3 is 1/3 + 0.3 * 2/3 = 8/15.
+    # Two 4-connected regions would instead give PRO 0.5 at FPR 0.
+    expected = (1 / 3 + 8 / 15) / 2
+    assert aupro(mask[None], amap[None]) == pytest.approx(expected)
+
+
+def test_aupro_matches_the_exact_curve_on_random_maps():
+    masks, maps = _blobs(n_images=4, size=32, seed=7)
+    for max_fpr in (0.05, 0.3):
+        assert aupro(masks, maps, max_fpr=max_fpr) == pytest.approx(
+            _exact_aupro(masks, maps, max_fpr), abs=1e-3
+        )
+
+
+def test_aupro_grows_with_the_integration_limit_and_falls_with_noise():
+    masks, _ = _blobs(seed=8)
+    noise = np.random.default_rng(8).normal(size=masks.shape)
+    values = [aupro(masks, masks + sigma * noise) for sigma in (0.1, 0.5, 2.0, 10.0)]
+    assert values[0] > 0.99 and values == sorted(values, reverse=True)
+    limits = [aupro(masks, masks + noise, max_fpr=m) for m in (0.01, 0.1, 0.3, 1.0)]
+    assert limits == sorted(limits)
+
+
+# ----------------------------------------------------------------------------- evaluate
+def test_evaluate_reports_image_metrics_and_pixel_metrics_with_masks():
+    masks, maps = _blobs(seed=9)
+    labels = np.where(masks.any(axis=(1, 2)), -1, 1)
+    scores = maps.max(axis=(1, 2))
+    image_only = evaluate(labels, scores)
+    assert image_only == {
+        "image_auroc": image_auroc(labels, scores),
+        "image_f1_max": image_f1_max(labels, scores),
+    }
+    everything = evaluate(labels, scores, masks, maps)
+    assert set(everything) == {"image_auroc", "image_f1_max", "pixel_auroc", "aupro", "pixel_f1_max"}
+    assert everything["pixel_auroc"] == pytest.approx(pixel_auroc(masks, maps))
+    assert everything["aupro"] == pytest.approx(aupro(masks, maps))
+    assert everything["pixel_f1_max"] == pytest.approx(pixel_f1_max(masks, maps))
+    assert all(type(v) is float for v in everything.values())
+
+
+def test_evaluate_needs_masks_and_maps_together():
+    with pytest.raises(ValueError, match="masks were given without maps"):
+        evaluate([1, -1], [0.0, 1.0], masks=np.zeros((2, 3, 3)))
+    with pytest.raises(ValueError, match="2 labels but 1 masks"):
+        evaluate([1, -1], [0.0, 1.0], masks=np.ones((1, 3, 3)), maps=np.ones((1, 3, 3)))
