@@ -110,6 +110,54 @@ def make_synthetic(
     return images, labels, masks
 
 
+MTD_NORMAL = "MT_Free"
+
+
+def load_mtd(root, *, train_fraction: float = 0.8, random_state: int = 0) -> dict:
+    """Magnetic Tile Defect dataset (``MT_*/Imgs/X.jpg`` with mask ``X.png``), seeded split.
+
+    A seeded ``train_fraction`` of ``MT_Free`` is the training set; the rest of
+    ``MT_Free`` and every defective image form the test set.
+
+    Parameters
+    ----------
+    root : path
+        Folder holding ``MT_Free``, ``MT_Blowhole``, ``MT_Break``, ... .
+    train_fraction : float
+        Share of the normal images used for training.
+    random_state : int
+        Seed of the split.
+
+    Returns
+    -------
+    dict
+        ``train_paths`` (list of str), ``test_paths`` (list of str), ``test_labels``
+        (ndarray, +1 normal / -1 defective), ``test_masks`` (list of mask paths),
+        ``test_categories`` (list of str). Nothing is decoded.
+    """
+    from pathlib import Path
+
+    root = Path(root)
+    classes = sorted(p.name for p in root.glob("MT_*") if (p / "Imgs").is_dir())
+    if MTD_NORMAL not in classes:
+        raise FileNotFoundError(f"{root} does not look like the MTD dataset: no {MTD_NORMAL}/Imgs folder")
+    normal = sorted((root / MTD_NORMAL / "Imgs").glob("*.jpg"))
+    order = np.random.default_rng(random_state).permutation(len(normal))
+    n_train = int(round(train_fraction * len(normal)))
+    train = [str(normal[i]) for i in sorted(order[:n_train])]
+    test = [(normal[i], MTD_NORMAL) for i in sorted(order[n_train:])]
+    for name in classes:
+        if name != MTD_NORMAL:
+            test += [(path, name) for path in sorted((root / name / "Imgs").glob("*.jpg"))]
+    return {
+        "train_paths": train,
+        "test_paths": [str(path) for path, _ in test],
+        "test_labels": np.array([1 if name == MTD_NORMAL else -1 for _, name in test]),
+        "test_masks": [str(path.with_suffix(".png")) for path, _ in test],
+        "test_categories": [name for _, name in test],
+    }
+
+
 # --------------------------------------------------------------------------- folder layouts
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 

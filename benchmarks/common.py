@@ -1,0 +1,93 @@
+"""Helpers shared by the benchmark scripts: MTD data at network resolution, feature cache, baseline."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from sksimplenet.backbones import build_feature_extractor
+from sksimplenet.datasets import load_mtd
+from sksimplenet.features import embed_patches
+from sksimplenet.image_io import ImageDataset, preprocess
+from sksimplenet.scoring import image_scores, score_maps
+
+MTD_ROOT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mtd"
+
+
+def mtd_split(seed: int = 0, root=MTD_ROOT) -> dict:
+    if not Path(root).is_dir():
+        raise SystemExit(f"MTD not found at {root}")
+    return load_mtd(root, random_state=seed)
+
+
+def masks_at(paths, resize=256, crop_size=224) -> np.ndarray:
+    """Ground-truth masks preprocessed like the images: (n, H, W) bool."""
+    out = []
+    for path in paths:
+        mask = torch.from_numpy(np.asarray(Image.open(path).convert("L")) > 0)[None].float()
+        mask = preprocess(mask, resize, crop_size)  # bilinear, then threshold at half
+        out.append(mask[0].numpy() >= 0.5)
+    return np.stack(out)
+
+
+@torch.inference_mode()
+def extract(paths, backbone="efficientnet_lite0", layers=None, resize=256, crop_size=224,
+            patch_size=3, feature_dim=1536, batch=32, workers=0) -> torch.Tensor:
+    """Patch features (n, h, w, c) float16 for image files."""
+    extractor = build_feature_extractor(backbone, layers)
+    loader = torch.utils.data.DataLoader(ImageDataset(list(paths), resize, crop_size), batch_size=batch,
+                                         num_workers=workers)
+    chunks = [embed_patches(extractor(x), patch_size, feature_dim).permute(0, 2, 3, 1).half() for x in loader]
+    return torch.cat(chunks)
+
+
+def cached_features(seed: int, cache_dir: Path, **kwargs) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Train and test features of one MTD split, cached on disk by split and settings."""
+    split = mtd_split(seed)
+    key = "_".join(f"{k}={v}" for k, v in sorted(kwargs.items())).replace("/", "-").replace(" ", "")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path = cache_dir / f"mtd_seed{seed}_{key}.pt"
+    if path.exists():
+        data = torch.load(path)
+    else:
+        # Features of every MTD image once; splits index into them.
+        everything = sorted(set(split["train_paths"]) | set(split["test_paths"]))
+        all_path = cache_dir / f"mtd_all_{key}.pt"
+        if all_path.exists():
+            table = torch.load(all_path)
+        else:
+            start = time.perf_counter()
+            table = {"paths": everything, "features": extract(everything, **kwargs)}
+            print(f"extracted {len(everything)} images in {time.perf_counter() - start:.0f}s")
+            torch.save(table, all_path)
+        index = {p: i for i, p in enumerate(table["paths"])}
+        data = {
+            "train": table["features"][[index[p] for p in split["train_paths"]]],
+            "test": table["features"][[index[p] for p in split["test_paths"]]],
+        }
+        torch.save(data, path)
+    return data["train"], data["test"], split
+
+
+@torch.inference_mode()
+def knn_baseline(train: torch.Tensor, test: torch.Tensor, size=(224, 224), bank_fraction=0.1,
+                 seed=0, smoothing_sigma=4.0) -> tuple[np.ndarray, np.ndarray]:
+    """PatchCore-style reference: distance to the nearest patch of a random memory bank.
+
+    Returns image scores (n,) and maps (n, H, W), higher = more anomalous.
+    """
+    bank = train.reshape(-1, train.shape[-1]).float()
+    generator = torch.Generator().manual_seed(seed)
+    bank = bank[torch.randperm(len(bank), generator=generator)[: int(bank_fraction * len(bank))]]
+    maps = []
+    for start in range(0, len(test), 8):
+        batch = test[start : start + 8].float()
+        n, h, w, c = batch.shape
+        distances = torch.cdist(batch.reshape(-1, c), bank).amin(dim=1).reshape(n, h, w)
+        maps.append(score_maps(distances, size, smoothing_sigma))
+    maps = torch.cat(maps)
+    return image_scores(maps).numpy(), maps.numpy()
