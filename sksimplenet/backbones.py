@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -80,9 +81,14 @@ class _HookedBody(nn.Module):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         outputs: dict[str, torch.Tensor] = {}
         modules = dict(self.model.named_modules())
+        # Hooks live on the shared modules: each forward call only records (and stops) its own
+        # thread's pass, so that several threads can run the extractor at the same time.
+        owner = threading.get_ident()
 
         def keep(name):
             def hook(_module, _inputs, output):
+                if threading.get_ident() != owner:
+                    return
                 outputs[name] = output
                 if len(outputs) == len(self.layers):
                     raise self._Stop

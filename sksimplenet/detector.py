@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import functools
 import numbers
+import threading
 import time
 import warnings
 
@@ -23,6 +25,27 @@ from .training import train_discriminator
 
 _INFERENCE_BATCH = 16
 _CACHE_DTYPES = {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}
+# Serialises moving a fitted model between devices, so that concurrent scoring never sees a
+# model half-way through a move.
+_DEVICE_LOCK = threading.Lock()
+
+
+def _all_or_nothing(fit):
+    """Make ``fit`` transactional: if it raises (KeyboardInterrupt included), the estimator's
+    attributes are put back exactly as they were, so a fitted detector stays fitted with its
+    previous model and an unfitted one stays unfitted."""
+
+    @functools.wraps(fit)
+    def wrapper(self, *args, **kwargs):
+        before = dict(self.__dict__)
+        try:
+            return fit(self, *args, **kwargs)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(before)
+            raise
+
+    return wrapper
 
 
 def _resolve_device(device: str | torch.device, fitting: bool) -> torch.device:
@@ -255,6 +278,7 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         return torch.cat(chunks), input_sizes.pop()
 
     # ------------------------------------------------------------------ fit
+    @_all_or_nothing
     def fit(self, X, y=None):
         """Train on normal images.
 
@@ -348,7 +372,15 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         check_is_fitted(self, "model_")
         images = as_image_list(X)
         device = _resolve_device(self.device, fitting=False)
-        model = self.model_.to(device).eval()
+        model = self.model_
+        # Scoring only reads the model; it is moved (once, under a lock) when it is not on the
+        # scoring device yet, so several threads can score with one detector at the same time.
+        with _DEVICE_LOCK:
+            current = next(model.parameters()).device
+            if current.type != device.type or (device.index is not None and current.index != device.index):
+                model.to(device)
+            if model.training:
+                model.eval()
         maps, scores = [], []
         for batch in self._batches(images, device, "scoring"):
             batch_maps, batch_scores = model(batch)
@@ -422,3 +454,18 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         if model is not None and next(model.parameters()).device.type != "cpu":
             state["model_"] = copy.deepcopy(model).cpu()
         return state
+
+    def save(self, path) -> None:
+        """Write the fitted detector to a safe (pickle-free) safetensors file.
+
+        Read it back with :func:`sksimplenet.load`; loading never executes code from the file.
+        See :func:`sksimplenet.persistence.save` for the format and its errors.
+
+        Parameters
+        ----------
+        path : str or path
+            Destination file (suggested extension: ``.safetensors``).
+        """
+        from .persistence import save
+
+        save(self, path)

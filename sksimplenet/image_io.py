@@ -28,7 +28,7 @@ from torchvision.transforms.v2 import functional as TF
 _CHANNELS = (1, 3, 4)
 
 
-def _kind(item) -> str:
+def _kind(item, index: int) -> str:
     if isinstance(item, (str, os.PathLike)):
         return "path"
     if isinstance(item, Image.Image):
@@ -38,7 +38,7 @@ def _kind(item) -> str:
     if isinstance(item, torch.Tensor):
         return "tensor"
     raise TypeError(
-        f"Unsupported image type {type(item).__name__}: expected file paths, PIL images, "
+        f"Image {index} has unsupported type {type(item).__name__}: expected file paths, PIL images, "
         "NumPy arrays or tensors"
     )
 
@@ -89,7 +89,7 @@ def as_image_list(X) -> list:
     for index, item in enumerate(images):
         if item is None:
             raise TypeError(f"Image {index} is None")
-        kind = _kind(item)
+        kind = _kind(item, index)
         if first_kind is None:
             first_kind = kind
         elif kind != first_kind:
@@ -103,8 +103,10 @@ def as_image_list(X) -> list:
 
 def _check_item(item, index: int) -> None:
     if isinstance(item, (str, os.PathLike)):
-        if not Path(item).is_file():
+        if not Path(item).exists():
             raise FileNotFoundError(f"Image {index}: file {str(item)!r} does not exist")
+        if not Path(item).is_file():
+            raise ValueError(f"Image {index}: {str(item)!r} is not a file")
         return
     if isinstance(item, Image.Image):
         if item.width == 0 or item.height == 0:
@@ -114,7 +116,8 @@ def _check_item(item, index: int) -> None:
     if item.ndim not in (2, 3):
         raise ValueError(
             f"Image {index} has {item.ndim} dimensions, shape {tuple(item.shape)}: expected "
-            "(height, width) or " + ("(height, width, channels)" if channel_axis == -1 else "(channels, height, width)")
+            "(height, width) or "
+            + ("(height, width, channels)" if channel_axis == -1 else "(channels, height, width)")
         )
     if item.ndim == 3 and item.shape[channel_axis] not in _CHANNELS:
         raise ValueError(
@@ -127,7 +130,11 @@ def _check_item(item, index: int) -> None:
 
 
 def _check_pixels(pixels, index: int) -> None:
-    array = pixels.detach().cpu().numpy() if isinstance(pixels, torch.Tensor) else pixels
+    if isinstance(pixels, torch.Tensor):
+        if pixels.is_floating_point() and pixels.dtype not in (torch.float16, torch.float32, torch.float64):
+            pixels = pixels.float()  # bfloat16 and float8 have no NumPy counterpart
+        pixels = pixels.detach().cpu().numpy()
+    array = pixels
     if array.dtype in (np.uint8, np.uint16):
         return
     if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.floating):
@@ -156,8 +163,8 @@ def _pil_to_array(image: Image.Image) -> np.ndarray:
 
 def _open_file(path, index: int) -> Image.Image:
     try:
-        image = Image.open(path)
-        image.load()
+        with Image.open(path) as image:
+            image.load()
     except UnidentifiedImageError:
         raise ValueError(f"Image {index}: {str(path)!r} is not a readable image file") from None
     except (OSError, SyntaxError) as error:
@@ -168,7 +175,18 @@ def _open_file(path, index: int) -> Image.Image:
 
 
 def load_image(item, index: int = 0) -> torch.Tensor:
-    """Decode one validated image to an RGB tensor ``(3, height, width)``, float32 in [0, 1]."""
+    """Decode one validated image to an RGB tensor ``(3, height, width)``, float32 in [0, 1].
+
+    ``uint8`` pixels are divided by 255, ``uint16`` (and 16-bit files) by 65535, float
+    pixels are kept; grayscale is repeated over the three channels, alpha is dropped and
+    palette images take their palette's colours.
+
+    Raises
+    ------
+    ValueError
+        A file is not a readable image, is truncated or corrupt, has zero size, or decodes
+        to float values outside [0, 1]. The message names ``index`` and the path.
+    """
     if isinstance(item, (str, os.PathLike)):
         item = _open_file(item, index)
     if isinstance(item, Image.Image):
@@ -176,7 +194,9 @@ def load_image(item, index: int = 0) -> torch.Tensor:
         _check_pixels(array, index)
         item = array
     if isinstance(item, np.ndarray):
-        tensor = torch.from_numpy(np.array(item, copy=not item.flags.writeable, order="C"))
+        # A copy when the array is read-only or not C-contiguous (flipped, transposed, sliced).
+        contiguous = item.flags.c_contiguous and item.flags.writeable
+        tensor = torch.from_numpy(item if contiguous else np.array(item, order="C"))
         tensor = tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1)
     else:
         tensor = item.detach().cpu()

@@ -1,0 +1,48 @@
+"""Bad estimator inputs: invalid parameters at fit, use before fit, the smallest training set."""
+
+import numpy as np
+import pytest
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.validation import check_is_fitted
+
+from sksimplenet import SimpleNetDetector
+
+from .conftest import FAST
+
+IMAGES = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"sigma": 0}, r"^sigma must be a number > 0, got 0$"),
+        ({"sigma": -0.1}, r"^sigma must be a number > 0, got -0\.1$"),
+        ({"epochs": 0}, r"^epochs must be an integer >= 1, got 0$"),
+        ({"batch_size": 0}, r"^batch_size must be an integer >= 1, got 0$"),
+        ({"layers": ("features.3", "nope")}, r"^layers \['nope'\] not found in the backbone"),
+        ({"backbone": "no_such_net"}, r"^Unknown backbone 'no_such_net'"),
+        ({"contamination": -0.1}, r"^contamination must be 'auto' or a float in \(0, 0\.5\], got -0\.1$"),
+    ],
+    ids=["sigma=0", "sigma<0", "epochs=0", "batch_size=0", "unknown-layer", "unknown-backbone",
+         "contamination<0"],
+)
+def test_invalid_parameter_is_named_at_fit(params, message):
+    detector = SimpleNetDetector(**{**FAST, **params})  # constructing never validates
+    with pytest.raises(ValueError, match=message):
+        detector.fit(IMAGES)
+    with pytest.raises(NotFittedError):
+        check_is_fitted(detector)
+
+
+def test_predict_before_fit():
+    with pytest.raises(NotFittedError, match="This SimpleNetDetector instance is not fitted yet"):
+        SimpleNetDetector(**FAST).predict(IMAGES)
+
+
+def test_fit_on_a_single_image():
+    detector = SimpleNetDetector(**FAST).fit(IMAGES[:1])
+    assert detector.n_train_images_ == 1
+    assert len(detector.loss_history_) == FAST["epochs"]
+    assert np.isfinite(detector.loss_history_).all()
+    scores = detector.score_samples(IMAGES)
+    assert scores.shape == (3,) and np.isfinite(scores).all()

@@ -1,0 +1,233 @@
+"""The safe model format: ``detector.save(path)`` and ``sksimplenet.load(path)``."""
+
+import copy
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from sklearn.exceptions import NotFittedError
+from torch import nn
+
+import sksimplenet
+from sksimplenet import ModelFileError, SimpleNetDetector, load, persistence
+
+from .conftest import FAST
+
+FITTED_ATTRIBUTES = (
+    "offset_", "loss_history_", "n_train_images_", "feature_shape_", "input_size_", "fit_time_"
+)
+
+
+@pytest.fixture(scope="module")
+def model_file(fitted, tmp_path_factory):
+    path = tmp_path_factory.mktemp("models") / "detector.safetensors"
+    fitted.save(path)
+    return path
+
+
+def read_file(path):
+    with safe_open(path, framework="pt") as file:
+        tensors = {name: file.get_tensor(name) for name in file.keys()}
+        return json.loads(file.metadata()["sksimplenet"]), tensors
+
+
+def rewrite(source, target, edit_header=lambda header: None, edit_tensors=lambda tensors: None):
+    """Write ``source`` again with edits, with a valid checksum (as another version would)."""
+    header, tensors = read_file(source)
+    edit_header(header)
+    edit_tensors(tensors)
+    document = json.dumps(header, sort_keys=True)
+    save_file(tensors, target, metadata={"sksimplenet": document,
+                                         "sksimplenet.sha256": persistence._digest(document, tensors)})
+    return target
+
+
+# ---------------------------------------------------------------------- round trips
+def test_round_trip_scores_identically(fitted, stripes, model_file):
+    images, _, _ = stripes
+    restored = load(model_file)
+    np.testing.assert_array_equal(restored.anomaly_map(images[25:35]), fitted.anomaly_map(images[25:35]))
+    np.testing.assert_array_equal(restored.score_samples(images[25:35]), fitted.score_samples(images[25:35]))
+    assert restored.get_params() == fitted.get_params()
+    for name in FITTED_ATTRIBUTES:
+        assert getattr(restored, name) == getattr(fitted, name), name
+    assert restored.feature_shape_ == (12, 12, 152) and isinstance(restored.feature_shape_, tuple)
+
+
+def test_loading_downloads_and_reads_no_backbone_weights(model_file, monkeypatch):
+    # The backbone is rebuilt without weights; every weight comes from the file.
+    from sksimplenet import _efficientnet_lite
+
+    built_with = []
+    original = _efficientnet_lite.efficientnet_lite0
+
+    def record(pretrained=True):
+        built_with.append(pretrained)
+        return original(pretrained=pretrained)
+
+    monkeypatch.setattr(_efficientnet_lite, "efficientnet_lite0", record)
+    load(model_file)
+    assert built_with == [False]
+
+
+def test_file_is_safetensors_with_json_metadata(fitted, model_file):
+    header, tensors = read_file(model_file)
+    assert header["format_version"] == persistence.FORMAT_VERSION == 1
+    assert header["package_version"] == sksimplenet.__version__
+    assert header["params"]["backbone"] == "efficientnet_lite0"
+    assert header["params"]["epochs"] == FAST["epochs"]
+    assert header["fitted"]["n_train_images_"] == 20
+    assert header["fitted"]["feature_shape_"] == {"__tuple__": [12, 12, 152]}
+    # The whole network, frozen backbone included.
+    assert set(tensors) == set(fitted.model_.state_dict())
+    assert any(name.startswith("extractor.body.") for name in tensors)
+
+
+def test_tuples_and_paths_in_parameters_come_back_as_such(fitted, tmp_path):
+    detector = copy.deepcopy(fitted).set_params(resize=(96,), weights=tmp_path / "weights.pth")
+    detector.save(tmp_path / "detector.safetensors")
+    params = load(tmp_path / "detector.safetensors").get_params()
+    assert params["resize"] == (96,) and params["weights"] == tmp_path / "weights.pth"
+    assert isinstance(params["weights"], Path)
+
+
+class TinyNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.block1 = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.block2 = nn.Conv2d(16, 16, 3, stride=2, padding=1)
+
+    def forward(self, x):
+        return self.block2(self.block1(self.stem(x).relu()).relu())
+
+
+def test_custom_backbone_module_must_be_passed_back(stripes, tmp_path):
+    images, _, _ = stripes
+    torch.manual_seed(0)
+    detector = SimpleNetDetector(**{**FAST, "backbone": TinyNet(), "layers": ("block1", "block2")})
+    detector.fit(images[:10]).save(tmp_path / "tiny.safetensors")
+
+    with pytest.raises(ModelFileError, match=r"custom nn\.Module backbone of class 'TinyNet'.*=TinyNet"):
+        load(tmp_path / "tiny.safetensors")
+    # A freshly initialised module: only its architecture is used, the weights are the file's.
+    restored = load(tmp_path / "tiny.safetensors", backbone=TinyNet())
+    test = images[25:35]
+    np.testing.assert_array_equal(restored.score_samples(test), detector.score_samples(test))
+    assert isinstance(restored.backbone, TinyNet) and restored.layers == ("block1", "block2")
+
+
+def test_backbone_argument_is_refused_for_named_backbones(model_file):
+    with pytest.raises(ValueError, match=r"backbone= is only for files fitted with a custom nn\.Module"):
+        load(model_file, backbone=TinyNet())
+
+
+# ---------------------------------------------------------------------- errors at save
+def test_saving_an_unfitted_detector_raises():
+    with pytest.raises(NotFittedError):
+        SimpleNetDetector().save("never-written.safetensors")
+    assert not Path("never-written.safetensors").exists()
+
+
+def test_parameter_that_json_cannot_hold_is_refused_at_save(fitted, tmp_path):
+    detector = copy.deepcopy(fitted).set_params(random_state=np.random.RandomState(0))
+    with pytest.raises(TypeError, match=r"Cannot save parameter 'random_state': a numpy.*RandomState"):
+        detector.save(tmp_path / "detector.safetensors")
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
+
+
+# ---------------------------------------------------------------------- errors at load
+def test_truncated_file(model_file, tmp_path):
+    data = model_file.read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelFileError, match=r"cut\.safetensors' is not a readable model file: it is trunc"):
+        load(tmp_path / "cut.safetensors")
+
+
+def test_edited_weights_are_detected(model_file, tmp_path):
+    data = bytearray(model_file.read_bytes())
+    data[-100] ^= 0xFF  # one byte of the last tensor
+    (tmp_path / "edited.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match=r"edited\.safetensors' is corrupted: its contents do not match"):
+        load(tmp_path / "edited.safetensors")
+
+
+def test_edited_metadata_is_detected(model_file, tmp_path):
+    data = model_file.read_bytes()
+    # The JSON document is a string inside the safetensors header, so its quotes are escaped.
+    edited = data.replace(rb'offset_\": 0.0', rb'offset_\": 9.0')
+    assert edited != data
+    (tmp_path / "edited.safetensors").write_bytes(edited)
+    with pytest.raises(ModelFileError, match="is corrupted: its contents do not match the checksum"):
+        load(tmp_path / "edited.safetensors")
+
+
+def test_unknown_format_version(model_file, tmp_path):
+    future = rewrite(model_file, tmp_path / "future.safetensors",
+                     edit_header=lambda header: header.update(format_version=2))
+    with pytest.raises(ModelFileError, match="unknown format version 2: this .* reads format version 1"):
+        load(future)
+
+
+@pytest.mark.parametrize("version, loads", [("0.9.3", True), ("1.0.0", False)])
+def test_package_version_rule_is_same_major_version(model_file, tmp_path, version, loads):
+    other = rewrite(model_file, tmp_path / "other.safetensors",
+                    edit_header=lambda header: header.update(package_version=version))
+    if loads:
+        assert load(other).n_train_images_ == 20
+    else:
+        with pytest.raises(ModelFileError, match=r"sksimplenet 1\.0\.0, which is incompatible .* same major"):
+            load(other)
+
+
+def test_missing_weight_tensor(model_file, tmp_path):
+    incomplete = rewrite(model_file, tmp_path / "incomplete.safetensors",
+                         edit_tensors=lambda tensors: tensors.pop("discriminator.head.weight"))
+    with pytest.raises(ModelFileError, match=r"missing 1 weight tensors \(e\.g\. \['discriminator\.head\.w"):
+        load(incomplete)
+
+
+def test_missing_fitted_attribute(model_file, tmp_path):
+    incomplete = rewrite(model_file, tmp_path / "incomplete.safetensors",
+                         edit_header=lambda header: header["fitted"].pop("offset_"))
+    with pytest.raises(ModelFileError, match=r"missing the fitted attributes \['offset_'\]"):
+        load(incomplete)
+
+
+def test_unknown_parameter(model_file, tmp_path):
+    newer = rewrite(model_file, tmp_path / "newer.safetensors",
+                    edit_header=lambda header: header["params"].update(warp_drive=True))
+    with pytest.raises(ModelFileError, match=r"has parameters \['warp_drive'\] that this sksimplenet"):
+        load(newer)
+
+
+def test_safetensors_file_of_another_program(tmp_path):
+    save_file({"weight": torch.ones(2)}, tmp_path / "other.safetensors")
+    with pytest.raises(ModelFileError, match="is a safetensors file but not a sksimplenet model file"):
+        load(tmp_path / "other.safetensors")
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_pickle_is_refused_without_being_executed(tmp_path):
+    marker = tmp_path / "code-ran"
+    (tmp_path / "model.safetensors").write_bytes(pickle.dumps(_Payload(marker)))
+    with pytest.raises(ModelFileError, match="is not a readable model file"):
+        load(tmp_path / "model.safetensors")
+    assert not marker.exists()
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing.safetensors' does not exist"):
+        load(tmp_path / "nothing.safetensors")
