@@ -24,6 +24,7 @@ def train_discriminator(
     adaptor_lr: float = 1e-4,
     discriminator_lr: float = 2e-4,
     weight_decay: float = 1e-5,
+    patch_fraction: float = 1.0,
     seed: int = 0,
     device: torch.device | str = "cpu",
     callback: Callable[[int, float], None] | None = None,
@@ -45,8 +46,11 @@ def train_discriminator(
         Already on ``device``. ``scaler`` is fixed; the other two are trained in place.
     epochs, batch_size, sigma, margin, adaptor_lr, discriminator_lr, weight_decay
         The method's hyper-parameters (see :class:`~sksimplenet.SimpleNetDetector`).
+    patch_fraction : float
+        Share of each batch's patches used in a step, drawn at random; 1.0 (the paper)
+        uses all. Smaller values make epochs proportionally cheaper.
     seed : int
-        Seeds the image order and the noise.
+        Seeds the image order, the patch subsets and the noise.
     callback : callable, optional
         Called as ``callback(epoch, mean_loss)`` after each epoch (0-based); it may raise to
         stop training.
@@ -87,7 +91,11 @@ def train_discriminator(
         total = torch.zeros((), device=device)
         for start in range(0, n_images, batch_size):
             batch = features[order[start : start + batch_size]]
-            batch = batch.to(device, non_blocking=True).reshape(-1, batch.shape[-1]).float()
+            batch = batch.reshape(-1, batch.shape[-1])
+            if patch_fraction < 1.0:
+                keep = max(1, int(round(patch_fraction * len(batch))))
+                batch = batch[torch.randperm(len(batch), generator=order_generator)[:keep]]
+            batch = batch.to(device, non_blocking=True).float()
             normal = adaptor(scaler(batch))
             anomalous = add_gaussian_noise(normal, sigma, noise_generator)
             scores = discriminator(torch.cat([normal, anomalous]))
