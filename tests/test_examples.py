@@ -1,0 +1,50 @@
+"""The runnable examples run offline, exit cleanly and print what they promise."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def run_example(name: str, *args: str, cwd) -> str:
+    completed = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "Traceback" not in completed.stderr
+    return completed.stdout
+
+
+def value(output: str, pattern: str) -> float:
+    return float(re.search(pattern, output, re.MULTILINE).group(1))
+
+
+def test_quickstart_fits_scores_and_localises(tmp_path):
+    output = run_example("quickstart.py", "--quick", cwd=tmp_path)
+
+    assert "fitted on 20 normal images" in output
+    assert "anomaly maps: shape (25, 96, 96)" in output
+    assert value(output, r"^image_auroc: ([0-9.]+)$") >= 0.9
+    assert value(output, r"^pixel_auroc: ([0-9.]+)$") >= 0.8
+    assert "labelled defective" in output
+    on_defects = value(output, r"on defect pixels: ([-0-9.]+),")
+    elsewhere = value(output, r"elsewhere: ([-0-9.]+)$")
+    assert on_defects > elsewhere
+
+
+def test_grid_search_cross_validates_sigma(tmp_path):
+    output = run_example("grid_search_sigma.py", "--quick", cwd=tmp_path)
+
+    assert "grid search: 2 settings x 2 folds" in output
+    rows = re.findall(r"^sigma=\S+\s+cross-validated AUROC ([0-9.]+)", output, re.MULTILINE)
+    aurocs = [float(v) for v in rows]
+    assert len(aurocs) == 2 and all(0 <= a <= 1 for a in aurocs)
+    best = value(output, r"^best sigma: \S+ \(AUROC ([0-9.]+)\)$")
+    assert best == max(aurocs)
+    assert 0 <= value(output, r"accuracy ([0-9.]+)$") <= 1
