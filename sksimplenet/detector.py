@@ -196,6 +196,12 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # Images (a 4-D batch or a sequence of images or paths), not 2-D tabular rows.
+        tags.input_tags.two_d_array = False
+        return tags
+
     # ------------------------------------------------------------------ validation
     def _validate_params(self) -> None:
         def positive(name, integer=False, allow_zero=False):
@@ -405,6 +411,34 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
     def predict(self, X) -> np.ndarray:
         """+1 for inliers (normal), -1 for outliers (anomalous). Shape ``(n_images,)``."""
         return np.where(self.decision_function(X) < 0, -1, 1)
+
+    # ------------------------------------------------------------------ deployment
+    def summary(self) -> str:
+        """A short model card of the fitted detector, one fact per line.
+
+        See :func:`sksimplenet.card.model_card`.
+        """
+        from .card import model_card
+
+        return model_card(self)
+
+    def export_onnx(self, path, opset: int = 17):
+        """Write the inference graph to an ONNX file; see :func:`sksimplenet.export.export_onnx`.
+
+        Parameters
+        ----------
+        path : str or path
+            Destination file (suggested extension: ``.onnx``).
+        opset : int, default=17
+            ONNX operator set version.
+
+        Returns
+        -------
+        pathlib.Path
+        """
+        from .export import export_onnx
+
+        return export_onnx(self, path, opset=opset)
 
     def anomaly_map(self, X, original_size: bool = False):
         """Pixel anomaly scores, higher = more anomalous.

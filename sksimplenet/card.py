@@ -1,0 +1,71 @@
+"""A short, human-readable model card of a fitted :class:`~sksimplenet.SimpleNetDetector`."""
+
+from __future__ import annotations
+
+import os
+
+from sklearn.utils.validation import check_is_fitted
+
+
+def _describe_weights(detector) -> str:
+    if not isinstance(detector.backbone, str):
+        return "the module's own"
+    weights = detector.weights
+    if weights is None:
+        return "None (random initialisation)"
+    if isinstance(weights, os.PathLike):
+        return os.fspath(weights)
+    return str(weights)
+
+
+def _size(value) -> str:
+    if value is None:
+        return "None"
+    if isinstance(value, (tuple, list)):
+        return " x ".join(str(int(v)) for v in value)
+    return str(value)
+
+
+def model_card(detector) -> str:
+    """Describe a fitted detector in a few lines.
+
+    Parameters
+    ----------
+    detector : SimpleNetDetector
+        A fitted detector.
+
+    Returns
+    -------
+    str
+        One ``name: value`` line each for the backbone, its layers and weights, the input
+        size, the patch-feature shape, the number of training images and epochs, the final
+        training loss, the decision threshold ``offset_`` and the training time ``fit_time_``.
+
+    Raises
+    ------
+    sklearn.exceptions.NotFittedError
+        The detector is not fitted.
+    """
+    check_is_fitted(detector, "model_")
+    backbone = detector.backbone if isinstance(detector.backbone, str) else type(detector.backbone).__name__
+    losses = detector.loss_history_
+    rows = [
+        ("backbone", backbone),
+        ("layers", ", ".join(detector.model_.extractor.layers)),
+        ("weights", _describe_weights(detector)),
+        (
+            "input size",
+            f"{_size(detector.input_size_)} (resize={_size(detector.resize)}, "
+            f"crop_size={_size(detector.crop_size)})",
+        ),
+        ("feature shape", _size(detector.feature_shape_) + " (h x w x channels)"),
+        ("training images", str(detector.n_train_images_)),
+        ("epochs", str(len(losses))),
+        ("final loss", f"{losses[-1]:.4g}" if losses else "n/a"),
+        ("threshold", f"offset_ = {detector.offset_:.6g} (contamination={detector.contamination!r})"),
+        ("fit time", f"{detector.fit_time_:.1f} s"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    lines = [f"{type(detector).__name__} (fitted)"]
+    lines += [f"  {name:<{width}} : {value}" for name, value in rows]
+    return "\n".join(lines)

@@ -1,0 +1,214 @@
+"""ONNX export of a fitted :class:`~sksimplenet.SimpleNetDetector`.
+
+The exported graph is the whole inference path of ``model_``: input normalisation,
+frozen backbone, patch features, scaler, adaptor, discriminator, upsampling, Gaussian
+smoothing and the image score. It runs with any ONNX runtime, without PyTorch or this
+package.
+
+Graph signature
+---------------
+- input ``images``: ``float32 (N, 3, H, W)``, RGB in [0, 1], already resized and
+  centre-cropped to the detector's ``input_size_ = (H, W)``;
+- output ``anomaly_map``: ``float32 (N, H, W)``, higher = more anomalous;
+- output ``score``: ``float32 (N,)``, the maximum of each map.
+
+``N`` is dynamic; ``H`` and ``W`` are fixed. ``score > outlier_threshold`` (a metadata
+entry, ``-offset_``) is what :meth:`~sksimplenet.SimpleNetDetector.predict` calls an
+outlier. See ``docs/deployment.md`` for running the file without this package.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import numbers
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.utils.validation import check_is_fitted
+from torch import nn
+
+from .image_io import as_image_list, load_image, preprocess
+
+INPUT_NAME = "images"
+OUTPUT_NAMES = ("anomaly_map", "score")
+
+
+def _import_onnx():
+    try:
+        import onnx
+    except ImportError as error:
+        raise ImportError(
+            "ONNX export needs the package 'onnx': pip install 'sksimplenet[export]'"
+        ) from error
+    return onnx
+
+
+def _json(value) -> str:
+    if isinstance(value, tuple):
+        value = list(value)
+    return json.dumps(value)
+
+
+class _ExportGraph(nn.Module):
+    """``model_`` with outputs reshaped to their known sizes, so the file declares them."""
+
+    def __init__(self, model: nn.Module, size: tuple[int, int]):
+        super().__init__()
+        self.model = model
+        self.size = tuple(int(v) for v in size)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        maps, scores = self.model(images)
+        return maps.reshape(-1, *self.size), scores.reshape(-1)
+
+
+def export_metadata(detector) -> dict[str, str]:
+    """String metadata stored in the exported file: what a deployment needs to know.
+
+    Parameters
+    ----------
+    detector : SimpleNetDetector
+        A fitted detector.
+
+    Returns
+    -------
+    dict of str to str
+        ``input_height``, ``input_width``, ``resize``, ``crop_size`` (JSON), the decision
+        threshold ``outlier_threshold`` on ``score`` (``-offset_``), ``backbone``,
+        ``layers`` (JSON), ``channel_order`` (``"RGB"``), ``layout`` (``"NCHW"``),
+        ``value_range`` (``"[0, 1]"``) and ``sksimplenet_version``.
+    """
+    from . import __version__
+
+    check_is_fitted(detector, "model_")
+    backbone = detector.backbone
+    height, width = detector.input_size_
+    return {
+        "input_height": str(int(height)),
+        "input_width": str(int(width)),
+        "resize": _json(detector.resize),
+        "crop_size": _json(detector.crop_size),
+        "outlier_threshold": repr(float(-detector.offset_)),
+        "backbone": backbone if isinstance(backbone, str) else type(backbone).__name__,
+        "layers": _json(list(detector.model_.extractor.layers)),
+        "channel_order": "RGB",
+        "layout": "NCHW",
+        "value_range": "[0, 1]",
+        "sksimplenet_version": __version__,
+    }
+
+
+def export_onnx(detector, path: str | os.PathLike, opset: int = 17) -> Path:
+    """Write a fitted detector's inference graph to an ONNX file.
+
+    Parameters
+    ----------
+    detector : SimpleNetDetector
+        A fitted detector; it is not modified (a CPU copy of ``model_`` is exported).
+    path : str or path
+        Destination file (suggested extension: ``.onnx``).
+    opset : int, default=17
+        ONNX operator set version, at least 13.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    sklearn.exceptions.NotFittedError
+        The detector is not fitted.
+    ImportError
+        The package ``onnx`` is missing (``pip install 'sksimplenet[export]'``).
+    ValueError
+        ``opset`` is not an integer >= 13.
+
+    Notes
+    -----
+    The graph is recorded with PyTorch's TorchScript-based exporter (``dynamo=False``)
+    from a batch of two images at ``input_size_``. Only the batch axis is dynamic: the
+    spatial sizes inside the graph (padding, feature-map sizes, smoothing) are constants
+    of ``input_size_``, so inputs of another height or width are refused by the runtime.
+    """
+    check_is_fitted(detector, "model_")
+    if not isinstance(opset, numbers.Integral) or isinstance(opset, bool) or opset < 13:
+        raise ValueError(f"opset must be an integer >= 13, got {opset!r}")
+    onnx = _import_onnx()
+    path = Path(path)
+
+    model = _ExportGraph(copy.deepcopy(detector.model_).cpu().float(), detector.input_size_).eval()
+    example = torch.zeros(2, 3, *detector.input_size_)
+    batch_axis = {0: "batch"}
+    with warnings.catch_warnings(), torch.no_grad():
+        # Python-side size arithmetic is recorded as constants; that is intended, because
+        # the spatial size is fixed by input_size_ (only the batch axis is dynamic).
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # The TorchScript exporter announces its own deprecation; nothing a caller can act on.
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+        warnings.filterwarnings("ignore", message=".*feature will be removed.*")
+        warnings.filterwarnings("ignore", message=".*Constant folding.*")
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            dynamic_axes={name: batch_axis for name in (INPUT_NAME, *OUTPUT_NAMES)},
+            opset_version=int(opset),
+            do_constant_folding=True,
+            dynamo=False,
+        )
+
+    proto = onnx.load(str(path))
+    proto.doc_string = "SimpleNet anomaly detector exported by sksimplenet"
+    for key, value in export_metadata(detector).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+    return path
+
+
+def prepare_images(detector, X) -> np.ndarray:
+    """Preprocess images exactly as the detector does, into the exported graph's input.
+
+    Parameters
+    ----------
+    detector : SimpleNetDetector
+        Supplies ``resize`` and ``crop_size``.
+    X : sequence of images or array-like
+        Any form :meth:`~sksimplenet.SimpleNetDetector.fit` accepts.
+
+    Returns
+    -------
+    ndarray of shape (n_images, 3, H, W), float32
+        RGB in [0, 1], resized and centre-cropped.
+
+    Raises
+    ------
+    ValueError
+        The images do not all have the same size after preprocessing, or (for a fitted
+        detector) not its ``input_size_``.
+    """
+    images = as_image_list(X)
+    tensors = [
+        preprocess(load_image(image, index), detector.resize, detector.crop_size)
+        for index, image in enumerate(images)
+    ]
+    sizes = sorted({tuple(t.shape[-2:]) for t in tensors})
+    if len(sizes) > 1:
+        raise ValueError(
+            f"Images have different sizes after preprocessing {sizes}: "
+            "set crop_size, or resize=(height, width)"
+        )
+    if hasattr(detector, "input_size_") and sizes[0] != tuple(detector.input_size_):
+        raise ValueError(
+            f"Images are {sizes[0]} after preprocessing; the exported graph takes "
+            f"{tuple(detector.input_size_)} (the training size)"
+        )
+    return torch.stack(tensors).numpy().astype(np.float32, copy=False)
