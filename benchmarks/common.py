@@ -35,12 +35,22 @@ def masks_at(paths, resize=256, crop_size=224) -> np.ndarray:
 
 
 @torch.inference_mode()
-def extract(paths, backbone="efficientnet_lite0", layers=None, resize=256, crop_size=224,
-            patch_size=3, feature_dim=1536, batch=32, workers=0) -> torch.Tensor:
+def extract(
+    paths,
+    backbone="efficientnet_lite0",
+    layers=None,
+    resize=256,
+    crop_size=224,
+    patch_size=3,
+    feature_dim=1536,
+    batch=32,
+    workers=0,
+) -> torch.Tensor:
     """Patch features (n, h, w, c) float16 for image files."""
     extractor = build_feature_extractor(backbone, layers)
-    loader = torch.utils.data.DataLoader(ImageDataset(list(paths), resize, crop_size), batch_size=batch,
-                                         num_workers=workers)
+    loader = torch.utils.data.DataLoader(
+        ImageDataset(list(paths), resize, crop_size), batch_size=batch, num_workers=workers
+    )
     chunks = [embed_patches(extractor(x), patch_size, feature_dim).permute(0, 2, 3, 1).half() for x in loader]
     return torch.cat(chunks)
 
@@ -74,8 +84,9 @@ def cached_features(seed: int, cache_dir: Path, **kwargs) -> tuple[torch.Tensor,
 
 
 @torch.inference_mode()
-def knn_baseline(train: torch.Tensor, test: torch.Tensor, size=(224, 224), bank_fraction=0.1,
-                 seed=0, smoothing_sigma=4.0) -> tuple[np.ndarray, np.ndarray]:
+def knn_baseline(
+    train: torch.Tensor, test: torch.Tensor, size=(224, 224), bank_fraction=0.1, seed=0, smoothing_sigma=4.0
+) -> tuple[np.ndarray, np.ndarray]:
     """PatchCore-style reference: distance to the nearest patch of a random memory bank.
 
     Returns image scores (n,) and maps (n, H, W), higher = more anomalous.

@@ -83,8 +83,13 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--epochs", type=int, default=None, help="override the detector's epochs")
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                        help="any other SimpleNetDetector parameter")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="any other SimpleNetDetector parameter",
+    )
     parser.add_argument("--no-baseline", action="store_true", help="skip the kNN reference")
     parser.add_argument("--json", help="write the results to this file")
     args = parser.parse_args(argv)
@@ -113,7 +118,9 @@ def main(argv=None) -> None:
         print(f"| {key} | {values.mean():.4f} | {values.std():.4f} | {per_seed} |")
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({"parameters": {k: repr(v) for k, v in params.items()}, "results": results}, handle, indent=2)
+            json.dump(
+                {"parameters": {k: repr(v) for k, v in params.items()}, "results": results}, handle, indent=2
+            )
 
 
 if __name__ == "__main__":

@@ -52,8 +52,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     start = time.perf_counter()
     search.fit(images, labels)
-    print(f"grid search: {len(search.cv_results_['params'])} settings x {n_splits} folds in "
-          f"{time.perf_counter() - start:.0f}s")
+    print(
+        f"grid search: {len(search.cv_results_['params'])} settings x {n_splits} folds in "
+        f"{time.perf_counter() - start:.0f}s"
+    )
 
     for sigma, mean, std in zip(
         search.cv_results_["param_sigma"],

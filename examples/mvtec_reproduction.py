@@ -77,8 +77,11 @@ def main(argv: list[str] | None = None) -> None:
         metrics["seconds"] = time.perf_counter() - start
         results[category] = metrics
         print(row(category, metrics), flush=True)
-    mean = {key: float(np.mean([m[key] for m in results.values() if key in m]))
-            for _, key in COLUMNS if any(key in m for m in results.values())}
+    mean = {
+        key: float(np.mean([m[key] for m in results.values() if key in m]))
+        for _, key in COLUMNS
+        if any(key in m for m in results.values())
+    }
     print(row("Mean", mean))
     if args.json:
         with open(args.json, "w") as handle:

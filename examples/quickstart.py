@@ -52,13 +52,17 @@ def main(argv: list[str] | None = None) -> None:
     # predict() uses the discriminator's own boundary (D = 0); contamination=0.05, say, would
     # instead flag that share of the training images, or threshold -score_samples yourself.
     defective, normal = test_labels == -1, test_labels == 1
-    print(f"predicted anomalous: {np.sum(predicted[defective] == -1)} of {defective.sum()} defective images, "
-          f"{np.sum(predicted[normal] == -1)} of {normal.sum()} normal ones")
+    print(
+        f"predicted anomalous: {np.sum(predicted[defective] == -1)} of {defective.sum()} defective images, "
+        f"{np.sum(predicted[normal] == -1)} of {normal.sum()} normal ones"
+    )
     worst = int(np.argmin(normality))
     kind = "defective" if test_labels[worst] == -1 else "normal"
     print(f"most anomalous test image: {worst}, labelled {kind}")
-    print(f"mean anomaly map value on defect pixels: {maps[test_masks].mean():.2f}, "
-          f"elsewhere: {maps[~test_masks].mean():.2f}")
+    print(
+        f"mean anomaly map value on defect pixels: {maps[test_masks].mean():.2f}, "
+        f"elsewhere: {maps[~test_masks].mean():.2f}"
+    )
 
     metrics = evaluate(test_labels, -normality, test_masks, maps)
     for name, value in metrics.items():
@@ -67,8 +71,15 @@ def main(argv: list[str] | None = None) -> None:
     if args.plot:
         from sksimplenet.plotting import plot_grid
 
-        plot_grid(test, maps, scores=-normality, labels=predicted, threshold=-detector.offset_, ncols=5,
-                  path=args.plot)
+        plot_grid(
+            test,
+            maps,
+            scores=-normality,
+            labels=predicted,
+            threshold=-detector.offset_,
+            ncols=5,
+            path=args.plot,
+        )
         print(f"anomaly maps saved to {args.plot}")
 
 

@@ -125,14 +125,24 @@ def _rename_packaged_keys(state: dict) -> OrderedDict:
         if parts[0] == "_blocks":
             prefix, has_expand = block_names[int(parts[1])]
             offset = 0 if has_expand else -1
-            index = {"_expand_conv": 0, "_bn0": 0, "_depthwise_conv": 1, "_bn1": 1,
-                     "_project_conv": 2, "_bn2": 2}[parts[2]] + offset
+            index = {
+                "_expand_conv": 0,
+                "_bn0": 0,
+                "_depthwise_conv": 1,
+                "_bn1": 1,
+                "_project_conv": 2,
+                "_bn2": 2,
+            }[parts[2]] + offset
             which = "0" if parts[2].endswith("conv") else "1"
             renamed[f"{prefix}.{index}.{which}.{'.'.join(parts[3:])}"] = value
         else:
-            name = {"_conv_stem": "features.0.0", "_bn0": "features.0.1",
-                    "_conv_head": "features.8.0", "_bn1": "features.8.1",
-                    "_fc": "classifier.1"}[parts[0]]
+            name = {
+                "_conv_stem": "features.0.0",
+                "_bn0": "features.0.1",
+                "_conv_head": "features.8.0",
+                "_bn1": "features.8.1",
+                "_fc": "classifier.1",
+            }[parts[0]]
             renamed[f"{name}.{'.'.join(parts[1:])}"] = value
     return renamed
 

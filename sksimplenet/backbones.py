@@ -219,7 +219,13 @@ def build_feature_extractor(
             f"layers {unknown} not found in the backbone. Available layers: {_format_names(names)}"
         )
     try:
-        body = create_feature_extractor(model, return_nodes={name: name for name in layers})
+        # Same-padding convolutions compute their padding from the input size at run time,
+        # which torch.fx cannot trace: they stay opaque leaves of the graph.
+        body = create_feature_extractor(
+            model,
+            return_nodes={name: name for name in layers},
+            tracer_kwargs={"leaf_modules": [_efficientnet_lite.SamePaddingConv2d]},
+        )
     except Exception:  # torch.fx cannot trace every user module
         body = _HookedBody(model, layers)
     return FeatureExtractor(body, layers, mean, std)

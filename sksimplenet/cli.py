@@ -389,8 +389,11 @@ def _demo(args) -> None:
         params.update(DEMO_SCALED)
     if args.epochs is not None:
         params["epochs"] = args.epochs
-    _note(args, f"demo: {len(train)} normal {DEMO_DATA['texture']} images to train on, {len(test)} to test "
-                f"({int((test_labels == -1).sum())} with defects)")
+    _note(
+        args,
+        f"demo: {len(train)} normal {DEMO_DATA['texture']} images to train on, {len(test)} to test "
+        f"({int((test_labels == -1).sum())} with defects)",
+    )
     detector = SimpleNetDetector(**params).fit(train)
     scores = -detector.score_samples(test)
     maps = detector.anomaly_map(test)
@@ -405,11 +408,13 @@ def _demo(args) -> None:
     for index, (image, amap) in enumerate(zip(test, maps)):
         kind = "normal" if test_labels[index] == 1 else "defect"
         save_overlay(outdir / f"test_{index:02d}_{kind}_overlay.png", image, amap, threshold=threshold)
-    plot_grid(test, maps, scores=scores, labels=test_labels, threshold=threshold, ncols=5,
-              path=outdir / "grid.png")
+    plot_grid(
+        test, maps, scores=scores, labels=test_labels, threshold=threshold, ncols=5, path=outdir / "grid.png"
+    )
     (outdir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    _note(args, f"overlays, grid.png and metrics.json written to {outdir} "
-                f"({time.perf_counter() - start:.0f}s)")
+    _note(
+        args, f"overlays, grid.png and metrics.json written to {outdir} ({time.perf_counter() - start:.0f}s)"
+    )
 
 
 # ----------------------------------------------------------------------------- parser
@@ -427,16 +432,23 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("dataset", metavar="DATASET", help="data set folder")
         command.add_argument("--layout", required=True, choices=layouts, help="how DATASET is organised")
         command.add_argument("--category", help="category (mvtec) or object (visa)")
-        command.add_argument("--split-csv", default="split_csv/1cls.csv",
-                             help="visa: split file relative to DATASET (default: %(default)s)")
-        command.add_argument("--split-seed", type=int, default=0,
-                             help="mtd: seed of the train/test split, the same for fit and evaluate "
-                                  "(default: %(default)s)")
+        command.add_argument(
+            "--split-csv",
+            default="split_csv/1cls.csv",
+            help="visa: split file relative to DATASET (default: %(default)s)",
+        )
+        command.add_argument(
+            "--split-seed",
+            type=int,
+            default=0,
+            help="mtd: seed of the train/test split, the same for fit and evaluate (default: %(default)s)",
+        )
 
     fit = sub.add_parser(
-        "fit", help="train a detector on normal images and save it",
+        "fit",
+        help="train a detector on normal images and save it",
         description="Train on the normal training images of DATASET and save the detector. "
-                    "Options not given take the detector's defaults (the paper's settings).",
+        "Options not given take the detector's defaults (the paper's settings).",
     )
     dataset_options(fit, LAYOUTS)
     fit.add_argument("--backbone", help="e.g. wide_resnet50_2 (default), resnet18, efficientnet_lite0")
@@ -447,8 +459,13 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--crop-size", type=_size, default=_NOT_GIVEN, help="N, H,W or none")
     fit.add_argument("--seed", type=int, help="random_state")
     fit.add_argument("--device", help="auto, cpu, cuda or cuda:N")
-    fit.add_argument("-o", "--output", required=True, metavar="MODEL",
-                     help="model file: .safetensors (safe format) or anything else (joblib)")
+    fit.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="MODEL",
+        help="model file: .safetensors (safe format) or anything else (joblib)",
+    )
     fit.set_defaults(run=_fit)
 
     evaluate = sub.add_parser("evaluate", help="metrics of a saved detector on a labelled test set")
@@ -459,20 +476,30 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(run=_evaluate)
 
     predict = sub.add_parser(
-        "predict", help="score images: CSV of path, score, label, and heatmap overlays",
+        "predict",
+        help="score images: CSV of path, score, label, and heatmap overlays",
         description="score = anomaly score (higher = more anomalous); label = +1 normal, -1 anomalous. "
-                    "Overlays outline the pixels scoring above the detector's decision threshold.",
+        "Overlays outline the pixels scoring above the detector's decision threshold.",
     )
     predict.add_argument("model", metavar="MODEL")
     predict.add_argument("images", metavar="IMAGES_OR_FOLDER", nargs="+")
-    predict.add_argument("-o", "--output", metavar="OUTDIR",
-                         help="write OUTDIR/predictions.csv and overlays (default: CSV to stdout)")
+    predict.add_argument(
+        "-o",
+        "--output",
+        metavar="OUTDIR",
+        help="write OUTDIR/predictions.csv and overlays (default: CSV to stdout)",
+    )
     predict.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     predict.set_defaults(run=_predict)
 
     demo = sub.add_parser("demo", help="end to end on generated images, offline, in well under a minute")
-    demo.add_argument("-o", "--output", metavar="OUTDIR", default="sksimplenet_demo",
-                      help="where overlays go (default: %(default)s)")
+    demo.add_argument(
+        "-o",
+        "--output",
+        metavar="OUTDIR",
+        default="sksimplenet_demo",
+        help="where overlays go (default: %(default)s)",
+    )
     demo.add_argument("--epochs", type=int, help=f"training epochs (default: {DEMO_DETECTOR['epochs']})")
     demo.add_argument("--device", help="default: cpu")
     demo.set_defaults(run=_demo)

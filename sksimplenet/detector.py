@@ -88,8 +88,9 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         None uses the features as they come (the paper). ``"standardize"`` divides each
         channel, after subtracting its mean, by its standard deviation over the training
         patches, so that ``sigma`` is in units of each channel's spread on any backbone.
-    sigma : float, default=0.015
-        Standard deviation of the Gaussian noise that makes anomalous features.
+    sigma : float or tuple of float, default=0.015
+        Standard deviation of the Gaussian noise that makes anomalous features. A tuple
+        draws one of its values for each patch (noise at several scales).
     hidden_dim : int, default=1024
         Width of the discriminator's hidden layer.
     margin : float, default=0.5
@@ -97,7 +98,10 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
     epochs : int, default=160
         Passes over the training images; the last epoch's model is kept.
     batch_size : int, default=4
-        Images per training step (all their positions are used).
+        Images per training step.
+    patch_fraction : float in (0, 1], default=1.0
+        Share of each step's patches used, drawn at random. 1.0 (the paper) uses every
+        position; smaller values make CPU training proportionally faster.
     adaptor_lr, discriminator_lr : float, default=1e-4, 2e-4
         Adam learning rates.
     weight_decay : float, default=1e-5
@@ -157,6 +161,7 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         margin=0.5,
         epochs=160,
         batch_size=4,
+        patch_fraction=1.0,
         adaptor_lr=1e-4,
         discriminator_lr=2e-4,
         weight_decay=1e-5,
@@ -182,6 +187,7 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         self.margin = margin
         self.epochs = epochs
         self.batch_size = batch_size
+        self.patch_fraction = patch_fraction
         self.adaptor_lr = adaptor_lr
         self.discriminator_lr = discriminator_lr
         self.weight_decay = weight_decay
@@ -210,12 +216,22 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
             ok = isinstance(value, kind) and not isinstance(value, bool) and np.isfinite(value)
             if not ok or value < 0 or (value == 0 and not allow_zero):
                 bound = ">= 0" if allow_zero else ("> 0" if not integer else ">= 1")
-                raise ValueError(f"{name} must be {'an integer' if integer else 'a number'} {bound}, got {value!r}")
+                raise ValueError(
+                    f"{name} must be {'an integer' if integer else 'a number'} {bound}, got {value!r}"
+                )
 
         for name in ("epochs", "batch_size", "hidden_dim", "patch_size"):
             positive(name, integer=True)
-        for name in ("sigma", "adaptor_lr", "discriminator_lr", "margin"):
+        for name in ("adaptor_lr", "discriminator_lr", "margin", "patch_fraction"):
             positive(name)
+        if self.patch_fraction > 1:
+            raise ValueError(f"patch_fraction must be in (0, 1], got {self.patch_fraction!r}")
+        sigmas = self.sigma if isinstance(self.sigma, (tuple, list)) else (self.sigma,)
+        if len(sigmas) == 0 or not all(
+            isinstance(v, numbers.Real) and not isinstance(v, bool) and np.isfinite(v) and v > 0
+            for v in sigmas
+        ):
+            raise ValueError(f"sigma must be a number > 0 or a tuple of them, got {self.sigma!r}")
         for name in ("weight_decay", "smoothing_sigma"):
             positive(name, allow_zero=True)
         if self.patch_size % 2 == 0:
@@ -227,19 +243,25 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         if self.cache_dtype not in _CACHE_DTYPES:
             raise ValueError(f"cache_dtype must be one of {sorted(_CACHE_DTYPES)}, got {self.cache_dtype!r}")
         contamination = self.contamination
-        if not (contamination == "auto" or (
-            isinstance(contamination, numbers.Real) and not isinstance(contamination, bool)
-            and 0 < contamination <= 0.5
-        )):
+        if not (
+            contamination == "auto"
+            or (
+                isinstance(contamination, numbers.Real)
+                and not isinstance(contamination, bool)
+                and 0 < contamination <= 0.5
+            )
+        ):
             raise ValueError(f"contamination must be 'auto' or a float in (0, 0.5], got {contamination!r}")
         for name in ("resize", "crop_size"):
             value = getattr(self, name)
             values = (value,) if isinstance(value, numbers.Integral) else value
             if value is None and name == "crop_size":
                 continue
-            if not (isinstance(values, (tuple, list)) and len(values) in (1, 2) and all(
-                isinstance(v, numbers.Integral) and v > 0 for v in values
-            )):
+            if not (
+                isinstance(values, (tuple, list))
+                and len(values) in (1, 2)
+                and all(isinstance(v, numbers.Integral) and v > 0 for v in values)
+            ):
                 raise ValueError(f"{name} must be a positive int or (height, width), got {value!r}")
 
     # ------------------------------------------------------------------ data flow
@@ -313,7 +335,12 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         device = _resolve_device(self.device, fitting=True)
 
-        extractor = build_feature_extractor(self.backbone, self.layers, self.weights).to(device)
+        # torchvision initialises random weights (weights=None) from the global generator:
+        # seed it inside a forked state so that random_state also fixes the backbone.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            extractor = build_feature_extractor(self.backbone, self.layers, self.weights)
+        extractor = extractor.to(device)
         probe = SimpleNetModel(extractor, 1, patch_size=self.patch_size, max_feature_dim=self.feature_dim)
         features, input_size = self._extract_features(probe, images, device, _CACHE_DTYPES[self.cache_dtype])
 
@@ -338,7 +365,8 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
             model.discriminator,
             epochs=self.epochs,
             batch_size=self.batch_size,
-            sigma=self.sigma,
+            patch_fraction=self.patch_fraction,
+            sigma=tuple(self.sigma) if isinstance(self.sigma, (tuple, list)) else self.sigma,
             margin=self.margin,
             adaptor_lr=self.adaptor_lr,
             discriminator_lr=self.discriminator_lr,
@@ -356,14 +384,18 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         self.feature_shape_ = tuple(features.shape[1:])
         self.input_size_ = input_size
         self.n_train_images_ = len(images)
-        self.offset_ = 0.0 if self.contamination == "auto" else float(
-            np.percentile(-train_scores, 100.0 * self.contamination)
+        self.offset_ = (
+            0.0
+            if self.contamination == "auto"
+            else float(np.percentile(-train_scores, 100.0 * self.contamination))
         )
         self.fit_time_ = time.perf_counter() - start
         return self
 
     @torch.inference_mode()
-    def _scores_from_features(self, model: SimpleNetModel, features: torch.Tensor, size, device) -> np.ndarray:
+    def _scores_from_features(
+        self, model: SimpleNetModel, features: torch.Tensor, size, device
+    ) -> np.ndarray:
         """Image anomaly scores ``(n_images,)`` from cached features, as ``_infer`` computes them."""
         scores = []
         for start in range(0, len(features), _INFERENCE_BATCH):
@@ -478,7 +510,9 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         top = int(round((resized[0] - crop_h) / 2.0))
         left = int(round((resized[1] - crop_w) / 2.0))
         pads = (left, resized[1] - crop_w - left, top, resized[0] - crop_h - top)
-        framed = F.pad(anomaly_map[None, None], pads, mode="replicate") if any(pads) else anomaly_map[None, None]
+        framed = (
+            F.pad(anomaly_map[None, None], pads, mode="replicate") if any(pads) else anomaly_map[None, None]
+        )
         return F.interpolate(framed, size=(height, width), mode="bilinear", align_corners=False)[0, 0]
 
     # ------------------------------------------------------------------ persistence

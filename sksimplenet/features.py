@@ -24,9 +24,7 @@ def aggregate_neighbourhood(feature_map: torch.Tensor, patch_size: int = 3) -> t
     """
     if patch_size == 1:
         return feature_map
-    return F.avg_pool2d(
-        feature_map, patch_size, stride=1, padding=patch_size // 2, count_include_pad=False
-    )
+    return F.avg_pool2d(feature_map, patch_size, stride=1, padding=patch_size // 2, count_include_pad=False)
 
 
 def reduce_channels(features: torch.Tensor, feature_dim: int) -> torch.Tensor:

@@ -64,8 +64,10 @@ def as_image_list(X) -> list:
         raise TypeError(f"X is a single path ({str(X)!r}): pass a list of image paths")
     if isinstance(X, (np.ndarray, torch.Tensor)):
         if X.ndim != 4:
-            layout = "(n_images, height, width, channels)" if isinstance(X, np.ndarray) else (
-                "(n_images, channels, height, width)"
+            layout = (
+                "(n_images, height, width, channels)"
+                if isinstance(X, np.ndarray)
+                else ("(n_images, channels, height, width)")
             )
             raise ValueError(
                 f"X is a {X.ndim}-D {type(X).__name__}; a batch must be 4-D {layout}, "
@@ -138,9 +140,7 @@ def _check_pixels(pixels, index: int) -> None:
     if array.dtype in (np.uint8, np.uint16):
         return
     if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.floating):
-        raise ValueError(
-            f"Image {index} has dtype {array.dtype}: expected uint8, uint16 or float in [0, 1]"
-        )
+        raise ValueError(f"Image {index} has dtype {array.dtype}: expected uint8, uint16 or float in [0, 1]")
     if not np.isfinite(array).all():
         raise ValueError(f"Image {index} contains NaN or infinite values")
     low, high = float(array.min()), float(array.max())

@@ -75,11 +75,25 @@ class Discriminator(nn.Module):
 
 
 def add_gaussian_noise(
-    features: torch.Tensor, sigma: float, generator: torch.Generator | None = None
+    features: torch.Tensor, sigma, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """Anomalous feature generator: ``features + ε`` with ``ε ~ N(0, sigma²)`` i.i.d."""
+    """Anomalous feature generator: ``features + ε`` with ``ε ~ N(0, sigma²)`` i.i.d.
+
+    Parameters
+    ----------
+    features : Tensor, shape (n_patches, feature_dim)
+    sigma : float or sequence of float
+        Noise standard deviation. A sequence draws one of its values for each patch
+        (noise at several scales, as the official code's ``mix_noise``).
+    generator : torch.Generator, optional
+        On the features' device.
+    """
     noise = torch.randn(features.shape, generator=generator, device=features.device, dtype=features.dtype)
-    return features + sigma * noise
+    if isinstance(sigma, (int, float)):
+        return features + sigma * noise
+    scales = torch.as_tensor(sigma, dtype=features.dtype, device=features.device)
+    choice = torch.randint(len(scales), (len(features), 1), generator=generator, device=features.device)
+    return features + scales[choice] * noise
 
 
 def truncated_l1_loss(

@@ -56,7 +56,12 @@ FORMAT_VERSION = 1
 _DOCUMENT_KEY = "sksimplenet"
 _DIGEST_KEY = "sksimplenet.sha256"
 _REQUIRED_FITTED = (
-    "offset_", "loss_history_", "n_train_images_", "feature_shape_", "input_size_", "fit_time_"
+    "offset_",
+    "loss_history_",
+    "n_train_images_",
+    "feature_shape_",
+    "input_size_",
+    "fit_time_",
 )
 _TAGS = ("__tuple__", "__path__", "__ndarray__", "__weights__", "__module__")
 _SUPPORTED = (

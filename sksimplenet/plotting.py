@@ -35,9 +35,7 @@ def _matplotlib():
     try:
         import matplotlib
     except ImportError:
-        raise ImportError(
-            "sksimplenet.plotting needs matplotlib: pip install sksimplenet[plot]"
-        ) from None
+        raise ImportError("sksimplenet.plotting needs matplotlib: pip install sksimplenet[plot]") from None
     return matplotlib
 
 

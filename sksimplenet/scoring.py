@@ -49,7 +49,9 @@ def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(maps.unsqueeze(1), size=tuple(size), mode="bilinear", align_corners=False).squeeze(1)
 
 
-def score_maps(patch_scores: torch.Tensor, size: tuple[int, int], smoothing_sigma: float = 4.0) -> torch.Tensor:
+def score_maps(
+    patch_scores: torch.Tensor, size: tuple[int, int], smoothing_sigma: float = 4.0
+) -> torch.Tensor:
     """Anomaly maps: patch anomaly scores upsampled to ``size`` and Gaussian-smoothed.
 
     Parameters

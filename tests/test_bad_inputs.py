@@ -23,8 +23,15 @@ IMAGES = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint
         ({"backbone": "no_such_net"}, r"^Unknown backbone 'no_such_net'"),
         ({"contamination": -0.1}, r"^contamination must be 'auto' or a float in \(0, 0\.5\], got -0\.1$"),
     ],
-    ids=["sigma=0", "sigma<0", "epochs=0", "batch_size=0", "unknown-layer", "unknown-backbone",
-         "contamination<0"],
+    ids=[
+        "sigma=0",
+        "sigma<0",
+        "epochs=0",
+        "batch_size=0",
+        "unknown-layer",
+        "unknown-backbone",
+        "contamination<0",
+    ],
 )
 def test_invalid_parameter_is_named_at_fit(params, message):
     detector = SimpleNetDetector(**{**FAST, **params})  # constructing never validates

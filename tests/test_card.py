@@ -35,8 +35,16 @@ def test_summary_of_a_named_backbone(images):
     assert card == model_card(detector)
     fields = _fields(card)
     assert list(fields) == [
-        "backbone", "layers", "weights", "input size", "feature shape", "training images", "epochs",
-        "final loss", "threshold", "fit time",
+        "backbone",
+        "layers",
+        "weights",
+        "input size",
+        "feature shape",
+        "training images",
+        "epochs",
+        "final loss",
+        "threshold",
+        "fit time",
     ]
     assert fields["backbone"] == "resnet18"
     assert fields["layers"] == "layer2, layer3"

@@ -11,8 +11,20 @@ from PIL import Image
 from sksimplenet.cli import main
 from sksimplenet.datasets import make_synthetic
 
-TINY = ["--backbone", "efficientnet_lite0", "--resize", "64", "--crop-size", "none", "--epochs", "2",
-        "--seed", "0", "--device", "cpu"]
+TINY = [
+    "--backbone",
+    "efficientnet_lite0",
+    "--resize",
+    "64",
+    "--crop-size",
+    "none",
+    "--epochs",
+    "2",
+    "--seed",
+    "0",
+    "--device",
+    "cpu",
+]
 
 
 def metric(output: str, name: str) -> float:
@@ -25,8 +37,10 @@ def mvtec_root(tmp_path_factory):
     """A tiny MVTec AD tree: widgets/train/good (8), test/good (3), test/blob (3) with masks."""
     root = tmp_path_factory.mktemp("mvtec")
     images, labels, masks = make_synthetic(11, 3, texture="grid", defects=("blob",), size=64, random_state=0)
-    folders = {name: root / "widgets" / name for name in ("train/good", "test/good", "test/blob",
-                                                          "ground_truth/blob")}
+    folders = {
+        name: root / "widgets" / name
+        for name in ("train/good", "test/good", "test/blob", "ground_truth/blob")
+    }
     for folder in folders.values():
         folder.mkdir(parents=True)
     for i in range(8):
@@ -43,8 +57,20 @@ def mvtec_root(tmp_path_factory):
 @pytest.fixture(scope="module")
 def model_path(mvtec_root, tmp_path_factory):
     path = tmp_path_factory.mktemp("models") / "widgets.joblib"
-    code = main(["--quiet", "fit", str(mvtec_root), "--layout", "mvtec", "--category", "widgets", *TINY,
-                 "-o", str(path)])
+    code = main(
+        [
+            "--quiet",
+            "fit",
+            str(mvtec_root),
+            "--layout",
+            "mvtec",
+            "--category",
+            "widgets",
+            *TINY,
+            "-o",
+            str(path),
+        ]
+    )
     assert code == 0
     return path
 
@@ -80,8 +106,22 @@ def test_fit_saves_a_detector_that_loads_back(model_path):
 def test_evaluate_prints_a_table_and_writes_json(mvtec_root, model_path, tmp_path, capsys):
     out = tmp_path / "metrics.json"
 
-    code = main(["--quiet", "evaluate", str(model_path), str(mvtec_root), "--layout", "mvtec",
-                 "--category", "widgets", "--json", str(out), "--device", "cpu"])
+    code = main(
+        [
+            "--quiet",
+            "evaluate",
+            str(model_path),
+            str(mvtec_root),
+            "--layout",
+            "mvtec",
+            "--category",
+            "widgets",
+            "--json",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
 
     assert code == 0
     metrics = json.loads(out.read_text())
@@ -96,8 +136,17 @@ def test_predict_writes_csv_and_overlays(mvtec_root, model_path, tmp_path):
     pytest.importorskip("matplotlib")
     test_dir = mvtec_root / "widgets" / "test"
 
-    code = main(["--quiet", "predict", str(model_path), str(test_dir / "good"), str(test_dir / "blob"),
-                 "-o", str(tmp_path)])
+    code = main(
+        [
+            "--quiet",
+            "predict",
+            str(model_path),
+            str(test_dir / "good"),
+            str(test_dir / "blob"),
+            "-o",
+            str(tmp_path),
+        ]
+    )
 
     assert code == 0
     with open(tmp_path / "predictions.csv", newline="") as handle:
@@ -144,15 +193,31 @@ def test_a_missing_dataset_is_one_line_and_exit_code_2(tmp_path, capsys):
 
 
 def test_other_errors_are_one_line_too(mvtec_root, model_path, tmp_path, capsys):
-    assert main(["evaluate", str(tmp_path / "none.joblib"), str(mvtec_root), "--layout", "mvtec",
-                 "--category", "widgets"]) == 2
+    assert (
+        main(
+            [
+                "evaluate",
+                str(tmp_path / "none.joblib"),
+                str(mvtec_root),
+                "--layout",
+                "mvtec",
+                "--category",
+                "widgets",
+            ]
+        )
+        == 2
+    )
     assert_one_line_error(capsys, "none.joblib")
 
     assert main(["fit", str(mvtec_root), "--layout", "mvtec", "-o", str(tmp_path / "m")]) == 2
     assert_one_line_error(capsys, "--category")
 
-    assert main(["fit", str(mvtec_root), "--layout", "mvtec", "--category", "gadgets",
-                 "-o", str(tmp_path / "m")]) == 2
+    assert (
+        main(
+            ["fit", str(mvtec_root), "--layout", "mvtec", "--category", "gadgets", "-o", str(tmp_path / "m")]
+        )
+        == 2
+    )
     assert_one_line_error(capsys, "gadgets", "widgets")
 
     assert main(["fit", str(mvtec_root), "--layout", "zip", "-o", str(tmp_path / "m")]) == 2
@@ -172,8 +237,23 @@ def test_a_safetensors_model_file_scores_like_the_joblib_one(mvtec_root, model_p
         pytest.skip("this version has no safe model format")
     safe = tmp_path / "widgets.safetensors"
     image = str(mvtec_root / "widgets" / "test" / "blob" / "012.png")
-    assert main(["--quiet", "fit", str(mvtec_root), "--layout", "mvtec", "--category", "widgets", *TINY,
-                 "-o", str(safe)]) == 0
+    assert (
+        main(
+            [
+                "--quiet",
+                "fit",
+                str(mvtec_root),
+                "--layout",
+                "mvtec",
+                "--category",
+                "widgets",
+                *TINY,
+                "-o",
+                str(safe),
+            ]
+        )
+        == 0
+    )
     assert safe.read_bytes()[8:9] == b"{"  # a safetensors header, not a pickle
     capsys.readouterr()
 

@@ -69,7 +69,10 @@ def test_same_random_state_gives_identical_scores(stripes, fitted):
 
 def test_maps_at_original_size(fitted):
     rng = np.random.default_rng(0)
-    images = [rng.integers(0, 255, (120, 200, 3), dtype=np.uint8), rng.integers(0, 255, (90, 90), dtype=np.uint8)]
+    images = [
+        rng.integers(0, 255, (120, 200, 3), dtype=np.uint8),
+        rng.integers(0, 255, (90, 90), dtype=np.uint8),
+    ]
     maps = fitted.anomaly_map(images, original_size=True)
     assert [m.shape for m in maps] == [(120, 200), (90, 90)]
     cropped = fitted.anomaly_map(images[1:])

@@ -70,9 +70,7 @@ def test_onnxruntime_matches_pytorch(exported, data, batch):
     # The same numbers as the estimator's own API.
     np.testing.assert_allclose(maps, detector.anomaly_map(chosen), rtol=0, atol=1e-4)
     np.testing.assert_allclose(scores, -detector.score_samples(chosen), rtol=0, atol=1e-4)
-    np.testing.assert_array_equal(
-        np.where(scores > -detector.offset_, -1, 1), detector.predict(chosen)
-    )
+    np.testing.assert_array_equal(np.where(scores > -detector.offset_, -1, 1), detector.predict(chosen))
 
 
 def test_graph_signature_and_metadata(exported):

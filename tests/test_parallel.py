@@ -13,7 +13,12 @@ from sksimplenet.parallel import fit_many
 
 # The packaged ImageNet weights, so that separate fits with one seed are equal.
 SMALL = dict(
-    backbone="efficientnet_lite0", resize=64, crop_size=None, epochs=1, hidden_dim=64, device="cpu",
+    backbone="efficientnet_lite0",
+    resize=64,
+    crop_size=None,
+    epochs=1,
+    hidden_dim=64,
+    device="cpu",
     random_state=0,
 )
 TEXTURES = ("stripes", "grid", "dots")
@@ -49,8 +54,10 @@ def sequential(categories):
     """The reference: each category fitted in this process, one after the other."""
     train, test = categories
     with one_thread():
-        fitted = {name: SimpleNetDetector(**SMALL, sigma=0.01 * (i + 1)).fit(train[name])
-                  for i, name in enumerate(TEXTURES)}
+        fitted = {
+            name: SimpleNetDetector(**SMALL, sigma=0.01 * (i + 1)).fit(train[name])
+            for i, name in enumerate(TEXTURES)
+        }
         return {name: fitted[name].score_samples(test[name]) for name in TEXTURES}
 
 
@@ -100,6 +107,7 @@ def test_fit_many_on_a_dask_cluster(categories, sequential):
         with distributed.Client(cluster, timeout="60s") as client:
             workers = set(client.scheduler_info()["workers"])
             assert len(workers) == 2
+
             # A local function: pickled by value, so the workers need not import this test module.
             def make(name):
                 return SimpleNetDetector(**SMALL, sigma=0.01 * (TEXTURES.index(name) + 1))

@@ -19,7 +19,12 @@ from sksimplenet import ModelFileError, SimpleNetDetector, load, persistence
 from .conftest import FAST
 
 FITTED_ATTRIBUTES = (
-    "offset_", "loss_history_", "n_train_images_", "feature_shape_", "input_size_", "fit_time_"
+    "offset_",
+    "loss_history_",
+    "n_train_images_",
+    "feature_shape_",
+    "input_size_",
+    "fit_time_",
 )
 
 
@@ -42,8 +47,11 @@ def rewrite(source, target, edit_header=lambda header: None, edit_tensors=lambda
     edit_header(header)
     edit_tensors(tensors)
     document = json.dumps(header, sort_keys=True)
-    save_file(tensors, target, metadata={"sksimplenet": document,
-                                         "sksimplenet.sha256": persistence._digest(document, tensors)})
+    save_file(
+        tensors,
+        target,
+        metadata={"sksimplenet": document, "sksimplenet.sha256": persistence._digest(document, tensors)},
+    )
     return target
 
 
@@ -160,7 +168,7 @@ def test_edited_weights_are_detected(model_file, tmp_path):
 def test_edited_metadata_is_detected(model_file, tmp_path):
     data = model_file.read_bytes()
     # The JSON document is a string inside the safetensors header, so its quotes are escaped.
-    edited = data.replace(rb'offset_\": 0.0', rb'offset_\": 9.0')
+    edited = data.replace(rb"offset_\": 0.0", rb"offset_\": 9.0")
     assert edited != data
     (tmp_path / "edited.safetensors").write_bytes(edited)
     with pytest.raises(ModelFileError, match="is corrupted: its contents do not match the checksum"):
@@ -168,16 +176,22 @@ def test_edited_metadata_is_detected(model_file, tmp_path):
 
 
 def test_unknown_format_version(model_file, tmp_path):
-    future = rewrite(model_file, tmp_path / "future.safetensors",
-                     edit_header=lambda header: header.update(format_version=2))
+    future = rewrite(
+        model_file,
+        tmp_path / "future.safetensors",
+        edit_header=lambda header: header.update(format_version=2),
+    )
     with pytest.raises(ModelFileError, match="unknown format version 2: this .* reads format version 1"):
         load(future)
 
 
 @pytest.mark.parametrize("version, loads", [("0.9.3", True), ("1.0.0", False)])
 def test_package_version_rule_is_same_major_version(model_file, tmp_path, version, loads):
-    other = rewrite(model_file, tmp_path / "other.safetensors",
-                    edit_header=lambda header: header.update(package_version=version))
+    other = rewrite(
+        model_file,
+        tmp_path / "other.safetensors",
+        edit_header=lambda header: header.update(package_version=version),
+    )
     if loads:
         assert load(other).n_train_images_ == 20
     else:
@@ -186,22 +200,31 @@ def test_package_version_rule_is_same_major_version(model_file, tmp_path, versio
 
 
 def test_missing_weight_tensor(model_file, tmp_path):
-    incomplete = rewrite(model_file, tmp_path / "incomplete.safetensors",
-                         edit_tensors=lambda tensors: tensors.pop("discriminator.head.weight"))
+    incomplete = rewrite(
+        model_file,
+        tmp_path / "incomplete.safetensors",
+        edit_tensors=lambda tensors: tensors.pop("discriminator.head.weight"),
+    )
     with pytest.raises(ModelFileError, match=r"missing 1 weight tensors \(e\.g\. \['discriminator\.head\.w"):
         load(incomplete)
 
 
 def test_missing_fitted_attribute(model_file, tmp_path):
-    incomplete = rewrite(model_file, tmp_path / "incomplete.safetensors",
-                         edit_header=lambda header: header["fitted"].pop("offset_"))
+    incomplete = rewrite(
+        model_file,
+        tmp_path / "incomplete.safetensors",
+        edit_header=lambda header: header["fitted"].pop("offset_"),
+    )
     with pytest.raises(ModelFileError, match=r"missing the fitted attributes \['offset_'\]"):
         load(incomplete)
 
 
 def test_unknown_parameter(model_file, tmp_path):
-    newer = rewrite(model_file, tmp_path / "newer.safetensors",
-                    edit_header=lambda header: header["params"].update(warp_drive=True))
+    newer = rewrite(
+        model_file,
+        tmp_path / "newer.safetensors",
+        edit_header=lambda header: header["params"].update(warp_drive=True),
+    )
     with pytest.raises(ModelFileError, match=r"has parameters \['warp_drive'\] that this sksimplenet"):
         load(newer)
 

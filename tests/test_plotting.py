@@ -107,8 +107,15 @@ def test_plot_grid_saves_one_panel_per_image(tmp_path):
     images, labels, masks = make_synthetic(3, 2, size=48, random_state=1)
     maps = masks.astype(np.float32)
 
-    figure = plot_grid(images, maps, scores=maps.max(axis=(1, 2)), labels=labels, threshold=0.5,
-                       ncols=3, path=tmp_path / "grid.png")
+    figure = plot_grid(
+        images,
+        maps,
+        scores=maps.max(axis=(1, 2)),
+        labels=labels,
+        threshold=0.5,
+        ncols=3,
+        path=tmp_path / "grid.png",
+    )
 
     with Image.open(tmp_path / "grid.png") as png:
         assert png.size == (3 * 250, 2 * 250)  # 3 columns, 2 rows of 2.5-inch panels at 100 dpi

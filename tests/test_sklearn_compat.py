@@ -18,7 +18,12 @@ from sksimplenet.datasets import make_synthetic
 # The packaged ImageNet weights: with weights=None a backbone's random initialisation is not
 # seeded by random_state, and these tests compare separate fits value for value.
 SMALL = dict(
-    backbone="efficientnet_lite0", resize=64, crop_size=None, epochs=1, hidden_dim=64, device="cpu",
+    backbone="efficientnet_lite0",
+    resize=64,
+    crop_size=None,
+    epochs=1,
+    hidden_dim=64,
+    device="cpu",
     random_state=0,
 )
 
@@ -141,10 +146,12 @@ def test_pipeline_with_a_loading_transformer(labelled, tmp_path):
     for i, image in enumerate(images):
         paths.append(str(tmp_path / f"{i}.png"))
         Image.fromarray(image).save(paths[-1])
-    pipeline = Pipeline([
-        ("load", FunctionTransformer(_load_and_crop)),
-        ("detector", SimpleNetDetector(**{**SMALL, "resize": 48})),
-    ])
+    pipeline = Pipeline(
+        [
+            ("load", FunctionTransformer(_load_and_crop)),
+            ("detector", SimpleNetDetector(**{**SMALL, "resize": 48})),
+        ]
+    )
     pipeline.set_params(detector__contamination=0.2)
     pipeline.fit(paths, labels)  # y reaches the detector, which trains on the +1 images only
 
