@@ -11,16 +11,8 @@ from sksimplenet import SimpleNetDetector
 from sksimplenet.datasets import make_synthetic
 from sksimplenet.parallel import fit_many
 
-# The packaged ImageNet weights, so that separate fits with one seed are equal.
-SMALL = dict(
-    backbone="efficientnet_lite0",
-    resize=64,
-    crop_size=None,
-    epochs=1,
-    hidden_dim=64,
-    device="cpu",
-    random_state=0,
-)
+from .conftest import TINY as SMALL
+
 TEXTURES = ("stripes", "grid", "dots")
 
 

@@ -15,17 +15,7 @@ from sklearn.utils.estimator_checks import estimator_checks_generator, parametri
 from sksimplenet import SimpleNetDetector
 from sksimplenet.datasets import make_synthetic
 
-# The packaged ImageNet weights: with weights=None a backbone's random initialisation is not
-# seeded by random_state, and these tests compare separate fits value for value.
-SMALL = dict(
-    backbone="efficientnet_lite0",
-    resize=64,
-    crop_size=None,
-    epochs=1,
-    hidden_dim=64,
-    device="cpu",
-    random_state=0,
-)
+from .conftest import TINY as SMALL
 
 
 class _TabularTagged(SimpleNetDetector):
