@@ -45,6 +45,10 @@ class SamePaddingConv2d(nn.Conv2d):
         ):
             total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
             pads += [total // 2, total - total // 2]
+        if pads[0] == pads[1] and pads[2] == pads[3]:
+            # Symmetric (all stride-1 layers): the convolution pads by itself, with no copy.
+            padding = (pads[2], pads[0])
+            return F.conv2d(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
         return super().forward(F.pad(x, pads))
 
 

@@ -2,7 +2,8 @@
 
 The exported graph is the whole inference path of ``model_``: input normalisation,
 frozen backbone, patch features, scaler, adaptor, discriminator, upsampling, Gaussian
-smoothing and the image score. It runs with any ONNX runtime, without PyTorch or this
+smoothing and the image score, in the folded form that scoring uses (see
+:mod:`sksimplenet.model`). It runs with any ONNX runtime, without PyTorch or this
 package.
 
 Graph signature
@@ -152,6 +153,9 @@ def export_onnx(detector, path: str | os.PathLike, opset: int = 17) -> Path:
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
         warnings.filterwarnings("ignore", message=".*feature will be removed.*")
         warnings.filterwarnings("ignore", message=".*Constant folding.*")
+        # One call first builds the folded inference head (sksimplenet.model), so that the
+        # graph records its weights as constants rather than the arithmetic that folds them.
+        model(example)
         torch.onnx.export(
             model,
             (example,),

@@ -73,3 +73,51 @@ def score_maps(
 def image_scores(maps: torch.Tensor) -> torch.Tensor:
     """Image anomaly score: the maximum of each map, shape ``(n_images,)``."""
     return maps.flatten(1).amax(dim=1)
+
+
+def map_operators(
+    shape: tuple[int, int],
+    size: tuple[int, int],
+    smoothing_sigma: float = 4.0,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Matrices ``(K_h, K_w)`` such that ``score_maps(S, size, sigma) == K_h @ S @ K_w.T``.
+
+    Bilinear upsampling and the Gaussian filter with edge padding are both linear and
+    separable, so their composition along each axis is one matrix: two small matrix
+    products then replace the upsampling and the two convolutions over the full-resolution
+    map. Each matrix is obtained by passing unit vectors through :func:`score_maps` itself
+    (in float64), so it follows that function exactly.
+
+    Parameters
+    ----------
+    shape : (h, w)
+        Size of the patch-score maps.
+    size : (height, width)
+        Output resolution in pixels.
+    smoothing_sigma : float
+        Gaussian standard deviation in output pixels.
+    dtype, device
+        Of the returned matrices.
+
+    Returns
+    -------
+    K_h : Tensor, shape (height, h)
+    K_w : Tensor, shape (width, w)
+    """
+    h, w = (int(v) for v in shape)
+    height, width = (int(v) for v in size)
+    rows = score_maps(torch.eye(h, dtype=torch.float64).unsqueeze(-1), (height, 1), smoothing_sigma)
+    cols = score_maps(torch.eye(w, dtype=torch.float64).unsqueeze(1), (1, width), smoothing_sigma)
+    k_h = rows[:, :, 0].T.to(dtype=dtype, device=device).contiguous()
+    k_w = cols[:, 0, :].T.to(dtype=dtype, device=device).contiguous()
+    return k_h, k_w
+
+
+def apply_map_operators(patch_scores: torch.Tensor, k_h: torch.Tensor, k_w: torch.Tensor) -> torch.Tensor:
+    """``K_h @ S @ K_w.T`` for a batch ``S`` of shape ``(n_images, h, w)``: the anomaly maps.
+
+    See :func:`map_operators`; the result has shape ``(n_images, height, width)``.
+    """
+    return torch.matmul(torch.matmul(k_h, patch_scores), k_w.T)

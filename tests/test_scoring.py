@@ -3,7 +3,15 @@ import pytest
 import torch
 from scipy import ndimage
 
-from sksimplenet.scoring import gaussian_blur, gaussian_kernel1d, image_scores, score_maps, upsample
+from sksimplenet.scoring import (
+    apply_map_operators,
+    gaussian_blur,
+    gaussian_kernel1d,
+    image_scores,
+    map_operators,
+    score_maps,
+    upsample,
+)
 
 
 @pytest.mark.parametrize("sigma", [1.0, 4.0])
@@ -45,3 +53,16 @@ def test_image_score_is_maximum_of_the_smoothed_map():
     assert 0 < scores[1] < 5.0  # smoothing spreads the peak
     row, col = divmod(int(maps[1].argmax()), 64)
     assert abs(row - 27.5) <= 2 and abs(col - 35.5) <= 2  # near the patch's centre
+
+
+@pytest.mark.parametrize(
+    "shape, size, sigma", [((28, 28), (224, 224), 4.0), ((5, 7), (40, 33), 0.0), ((9, 6), (9, 6), 2.5)]
+)
+def test_map_operators_reproduce_score_maps(shape, size, sigma):
+    patch_scores = torch.randn(3, *shape, generator=torch.Generator().manual_seed(0))
+    k_h, k_w = map_operators(shape, size, sigma)
+    assert k_h.shape == (size[0], shape[0]) and k_w.shape == (size[1], shape[1])
+    expected = score_maps(patch_scores, size, sigma)
+    torch.testing.assert_close(apply_map_operators(patch_scores, k_h, k_w), expected, rtol=0, atol=1e-5)
+    # Rows sum to one: a constant map stays constant, as with upsampling and smoothing.
+    torch.testing.assert_close(k_h.sum(1), torch.ones(size[0]))

@@ -1,0 +1,183 @@
+"""The folded inference head computes what the reference path computes, and stays in step with it."""
+
+import copy
+import io
+import pickle
+
+import pytest
+import torch
+
+from sksimplenet.backbones import build_feature_extractor
+from sksimplenet.features import embed_patches, reduce_channels
+from sksimplenet.model import SimpleNetModel, channel_pooling_matrix
+
+
+def make_model(backbone="resnet18", layers=None, feature_dim=1536, hidden_dim=48, seed=0, **kwargs):
+    """An eval-mode model whose scaler, adaptor bias and BatchNorm are far from the identity."""
+    torch.manual_seed(seed)
+    weights = "DEFAULT" if backbone == "efficientnet_lite0" else None
+    extractor = build_feature_extractor(backbone, layers, weights)
+    with torch.no_grad():
+        width = embed_patches(extractor(torch.rand(1, 3, 64, 64)), 3, feature_dim).shape[1]
+    model = SimpleNetModel(
+        extractor,
+        width,
+        max_feature_dim=feature_dim,
+        hidden_dim=hidden_dim,
+        generator=torch.Generator().manual_seed(seed),
+        **kwargs,
+    )
+    randomise(model, seed)
+    return model.eval()
+
+
+def randomise(model, seed):
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+            if name.startswith("extractor."):
+                continue
+            if name.endswith(("scale", "running_var")):
+                tensor.copy_(torch.rand(tensor.shape, generator=generator) + 0.5)
+            elif tensor.ndim == 2:
+                tensor.copy_(torch.randn(tensor.shape, generator=generator) / tensor.shape[1] ** 0.5)
+            elif tensor.is_floating_point():
+                tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.5)
+
+
+def both_paths(model, images):
+    """(folded, reference) outputs of ``model(images)``."""
+    with torch.inference_mode():
+        assert model.uses_folded_head()
+        folded = model(images)
+    with torch.enable_grad():
+        assert not model.uses_folded_head()
+        reference = tuple(t.detach() for t in model(images))
+    return folded, reference
+
+
+def assert_close(folded, reference, atol=1e-4):
+    for got, expected in zip(folded, reference):
+        assert got.shape == expected.shape
+        torch.testing.assert_close(got, expected, rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        dict(),  # resnet18 layer2 + layer3: 128 + 256 channels, kept
+        dict(feature_dim=100),  # channel pooling (reduce_channels) inside the fold
+        dict(layers=("layer1", "layer2", "layer3"), feature_dim=333),  # three levels, uneven pooling
+        dict(layers=("layer3",)),  # one level
+        dict(patch_size=5, adaptor_bias=True, smoothing_sigma=2.0),
+        dict(patch_size=1, smoothing_sigma=0.0),
+        dict(hidden_dim=200),  # wider than layer2: the neighbourhood mean is taken before projecting
+        dict(hidden_dim=16),  # narrower than both levels: it is taken on the hidden maps
+        dict(backbone="efficientnet_lite0"),
+    ],
+    ids=["default", "pooled", "three-levels", "one-level", "p5-bias", "p1", "wide", "narrow", "effnet"],
+)
+def test_folded_head_matches_reference_path(config):
+    model = make_model(**config)
+    images = torch.rand(3, 3, 72, 88, generator=torch.Generator().manual_seed(5))
+    folded, reference = both_paths(model, images)
+    assert_close(folded, reference)
+    # Not trivially equal: the maps vary and the scores differ between images.
+    assert reference[0].std() > 1e-2 and reference[1].std() > 1e-3
+
+
+def test_patch_scores_of_cached_features_use_the_fold():
+    model = make_model(feature_dim=100)
+    features = torch.randn(2, 5, 6, 100, generator=torch.Generator().manual_seed(0)).half()
+    with torch.inference_mode():
+        folded = model.patch_scores(features)
+    with torch.enable_grad():
+        reference = model.patch_scores(features).detach()
+    torch.testing.assert_close(folded, reference, rtol=0, atol=1e-4)
+
+
+def test_channel_pooling_matrix_is_reduce_channels():
+    features = torch.randn(2, 37, 3, 4, dtype=torch.float64)
+    for width in (5, 16, 36, 37, 50):
+        pooling = channel_pooling_matrix(37, width)
+        expected = reduce_channels(features, width)
+        torch.testing.assert_close(torch.einsum("dc,nchw->ndhw", pooling, features), expected)
+
+
+def test_fold_follows_weight_changes():
+    model = make_model()
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        before = model(images)[0].clone()
+    with torch.no_grad():  # an in-place change, as an optimiser step makes
+        model.discriminator.body[0].weight.mul_(1.5)
+        model.discriminator.body[1].running_mean.add_(0.3)
+    folded, reference = both_paths(model, images)
+    assert_close(folded, reference)
+    assert (folded[0] - before).abs().max() > 1e-2
+
+    other = make_model(seed=7)
+    model.load_state_dict(other.state_dict())
+    folded, reference = both_paths(model, images)
+    assert_close(folded, reference)
+    assert_close(folded, both_paths(other, images)[1])
+
+
+def test_fold_follows_dtype_changes():
+    model = make_model().double()
+    images = torch.rand(2, 3, 64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    folded, reference = both_paths(model, images)
+    assert folded[0].dtype == torch.float64
+    assert_close(folded, reference, atol=1e-10)
+
+
+def test_training_mode_takes_the_reference_path():
+    model = make_model()
+    model.discriminator.train()
+    with torch.inference_mode():
+        assert not model.uses_folded_head()
+    model.eval()
+    with torch.no_grad():
+        assert model.uses_folded_head()
+    with torch.enable_grad():
+        assert not model.uses_folded_head()
+
+
+def test_state_dict_and_pickles_carry_no_folded_weights():
+    model = make_model()
+    keys = list(model.state_dict())
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        expected = model(images)
+    assert list(model.state_dict()) == keys
+    assert model._fold is not None and model._operators
+
+    blob = pickle.dumps(model)
+    empty = make_model()
+    assert abs(len(blob) - len(pickle.dumps(empty))) < 1024  # the cached matrices are not in it
+    for restored in (pickle.loads(blob), copy.deepcopy(model)):
+        assert restored._fold is None and not restored._operators
+        assert not any(module.training for module in restored.modules())
+        with torch.inference_mode():
+            assert_close(restored(images), expected, atol=0)
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    buffer.seek(0)
+    fresh = make_model(seed=9)
+    fresh.load_state_dict(torch.load(buffer), strict=True)
+    with torch.inference_mode():
+        assert_close(fresh(images), expected, atol=0)
+
+
+def test_channels_last_backbones_give_the_same_features():
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    torch.manual_seed(0)
+    named = build_feature_extractor("resnet18", None, None)
+    assert named.channels_last
+    plain = copy.deepcopy(named)
+    plain.channels_last = False
+    plain.body.to(memory_format=torch.contiguous_format)
+    with torch.inference_mode():
+        for fast, slow in zip(named(images), plain(images)):
+            assert fast.is_contiguous(memory_format=torch.channels_last)
+            torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-4)
