@@ -10,6 +10,8 @@ import math
 import torch
 from torch import nn
 
+_SCALER_BLOCK = 1 << 22  # values per block when FeatureScaler.fit sums over the cache
+
 
 def _init_linear(layer: nn.Linear, generator: torch.Generator | None) -> None:
     # Xavier-normal weights as in the official code; PyTorch's default bias range.
@@ -31,10 +33,24 @@ class FeatureScaler(nn.Module):
         self.register_buffer("scale", torch.ones(feature_dim))
 
     def fit(self, features: torch.Tensor, eps: float = 1e-6) -> FeatureScaler:
-        """Set the statistics from training features of shape ``(n_patches, feature_dim)``."""
-        features = features.float()
-        self.mean.copy_(features.mean(0))
-        self.scale.copy_(features.std(0).clamp_min(eps))
+        """Set the statistics from training features of shape ``(n_patches, feature_dim)``.
+
+        Two passes over row blocks with float64 sums: the features (any dtype, any device,
+        possibly memory-mapped) are never copied whole.
+        """
+        n_rows, width = features.shape
+        step = max(1, _SCALER_BLOCK // max(width, 1))
+        blocks = [features[start : start + step] for start in range(0, n_rows, step)]
+        total = torch.zeros(width, dtype=torch.float64, device=features.device)
+        for block in blocks:
+            total += block.double().sum(0)
+        mean = total / n_rows
+        squares = torch.zeros_like(total)
+        for block in blocks:
+            squares += (block.double() - mean).square().sum(0)
+        std = (squares / max(n_rows - 1, 1)).sqrt()
+        self.mean.copy_(mean)
+        self.scale.copy_(std.clamp_min(eps))
         return self
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
