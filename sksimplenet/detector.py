@@ -26,6 +26,7 @@ from .scoring import image_scores
 from .training import train_discriminator
 
 _INFERENCE_BATCH = 16
+_GPU_INFERENCE_BATCH = 64  # a GPU needs larger batches to be busy
 _CACHE_DTYPES = {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}
 # Serialises moving a fitted model between devices, so that concurrent scoring never sees a
 # model half-way through a move.
@@ -48,6 +49,22 @@ def _all_or_nothing(fit):
             raise
 
     return wrapper
+
+
+def _collate(images: list[torch.Tensor]):
+    """One ``(n, 3, H, W)`` batch when the images have one size (so that the loader pins the
+    batch itself for an asynchronous copy to the GPU), else the list of images."""
+    if all(image.shape == images[0].shape for image in images):
+        return torch.stack(images)
+    return images
+
+
+def _to_host(tensor: torch.Tensor) -> torch.Tensor:
+    """A float32 copy on the host; from a GPU into pinned memory without waiting for it."""
+    if tensor.device.type == "cpu":
+        return tensor.float()
+    host = torch.empty(tensor.shape, dtype=torch.float32, pin_memory=True)
+    return host.copy_(tensor, non_blocking=True)
 
 
 def _resolve_device(device: str | torch.device, fitting: bool) -> torch.device:
@@ -285,9 +302,9 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         workers = joblib.effective_n_jobs(self.n_jobs) if files and self.n_jobs not in (None, 1) else 0
         return torch.utils.data.DataLoader(
             dataset,
-            batch_size=_INFERENCE_BATCH,
+            batch_size=_GPU_INFERENCE_BATCH if device.type == "cuda" else _INFERENCE_BATCH,
             num_workers=workers,
-            collate_fn=list,
+            collate_fn=_collate,
             pin_memory=device.type == "cuda",
         )
 
@@ -299,8 +316,8 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
 
             loader = tqdm(loader, desc=desc, unit="batch")
         for batch in loader:
-            if all(image.shape == batch[0].shape for image in batch):
-                yield torch.stack(batch).to(device, non_blocking=True)
+            if isinstance(batch, torch.Tensor):
+                yield batch.to(device, non_blocking=True)
             else:
                 for image in batch:
                     yield image.unsqueeze(0).to(device, non_blocking=True)
@@ -426,7 +443,8 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ inference
     @torch.inference_mode()
-    def _infer(self, X) -> tuple[list[torch.Tensor], np.ndarray, list]:
+    def _infer(self, X, keep_maps: bool = True) -> tuple[list[torch.Tensor], np.ndarray, list]:
+        """Anomaly maps (when ``keep_maps``), image anomaly scores and the images, in one pass."""
         check_is_fitted(self, "model_")
         images = as_image_list(X)
         device = _resolve_device(self.device, fitting=False)
@@ -442,8 +460,11 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         maps, scores = [], []
         for batch in self._batches(images, device, "scoring"):
             batch_maps, batch_scores = model(batch)
-            maps.extend(batch_maps.float().cpu().unbind(0))
-            scores.append(batch_scores.float().cpu())
+            if keep_maps:
+                maps.extend(_to_host(batch_maps).unbind(0))
+            scores.append(_to_host(batch_scores))
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # the copies to the host above do not wait
         return maps, torch.cat(scores).numpy(), images
 
     def score_samples(self, X) -> np.ndarray:
@@ -454,7 +475,7 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         ndarray of shape (n_images,)
             Lower = more abnormal.
         """
-        return -self._infer(X)[1]
+        return -self._infer(X, keep_maps=False)[1]
 
     def decision_function(self, X) -> np.ndarray:
         """``score_samples(X) - offset_``: negative for outliers. Shape ``(n_images,)``."""
@@ -492,7 +513,7 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
 
         return export_onnx(self, path, opset=opset)
 
-    def anomaly_map(self, X, original_size: bool = False):
+    def anomaly_map(self, X, original_size: bool = False, return_scores: bool = False):
         """Pixel anomaly scores, higher = more anomalous.
 
         Parameters
@@ -502,19 +523,26 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
             False: maps at the network's input resolution (after resize and crop).
             True: each map resized back onto its image's original pixel grid; the border
             the centre crop removed takes the nearest map value.
+        return_scores : bool, default=False
+            Also return the image anomaly scores, from the same pass through the network:
+            ``anomaly_map(X, return_scores=True)`` costs what ``anomaly_map(X)`` does, and
+            half of calling it and :meth:`score_samples`.
 
         Returns
         -------
-        ndarray of shape (n_images, height, width), float32
+        maps : ndarray of shape (n_images, height, width), float32
             When all maps have one size; otherwise a list of ``(height_i, width_i)`` arrays.
+        scores : ndarray of shape (n_images,)
+            Only with ``return_scores``: image anomaly scores, higher = more anomalous;
+            equal to ``-score_samples(X)``.
         """
-        maps, _, images = self._infer(X)
+        maps, scores, images = self._infer(X)
         if original_size:
             maps = [self._to_original_size(m, image_size(image)) for m, image in zip(maps, images)]
         arrays = [m.numpy().astype(np.float32, copy=False) for m in maps]
         if all(a.shape == arrays[0].shape for a in arrays):
-            return np.stack(arrays)
-        return arrays
+            arrays = np.stack(arrays)
+        return (arrays, scores) if return_scores else arrays
 
     def _to_original_size(self, anomaly_map: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         height, width = size

@@ -88,13 +88,16 @@ def train_discriminator(
         epoch_range = tqdm(epoch_range, desc="training", unit="epoch")
     for epoch in epoch_range:
         order = torch.randperm(n_images, generator=order_generator)
+        # Indices on the cache's device: a cache on the GPU is then read without host syncs.
+        order_on_cache = order.to(features.device)
         total = torch.zeros((), device=device)
         for start in range(0, n_images, batch_size):
-            batch = features[order[start : start + batch_size]]
+            batch = features[order_on_cache[start : start + batch_size]]
             batch = batch.reshape(-1, batch.shape[-1])
             if patch_fraction < 1.0:
                 keep = max(1, int(round(patch_fraction * len(batch))))
-                batch = batch[torch.randperm(len(batch), generator=order_generator)[:keep]]
+                subset = torch.randperm(len(batch), generator=order_generator)[:keep]
+                batch = batch[subset.to(batch.device)]
             batch = batch.to(device, non_blocking=True).float()
             normal = adaptor(scaler(batch))
             anomalous = add_gaussian_noise(normal, sigma, noise_generator)
