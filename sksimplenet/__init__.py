@@ -1,7 +1,7 @@
 """sksimplenet: SimpleNet image anomaly detection as a scikit-learn estimator."""
 
-from .detector import SimpleNetDetector
+from .detector import PAPER_PARAMS, SimpleNetDetector
 from .persistence import ModelFileError, load
 
 __version__ = "0.1.0"
-__all__ = ["SimpleNetDetector", "ModelFileError", "load", "__version__"]
+__all__ = ["SimpleNetDetector", "PAPER_PARAMS", "ModelFileError", "load", "__version__"]

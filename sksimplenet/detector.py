@@ -27,6 +27,11 @@ from .training import train_discriminator
 
 _INFERENCE_BATCH = 16
 _GPU_INFERENCE_BATCH = 64  # a GPU needs larger batches to be busy
+
+#: The paper's exact configuration where it differs from this package's defaults:
+#: ``SimpleNetDetector(**PAPER_PARAMS)`` runs SimpleNet as published (the official
+#: code's Xavier initialisation for the adaptor, which the paper leaves open).
+PAPER_PARAMS = {"feature_scaling": None, "sigma": 0.015, "adaptor_init": "xavier", "image_score": "max"}
 _CACHE_DTYPES = {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}
 # Serialises moving a fitted model between devices, so that concurrent scoring never sees a
 # model half-way through a move.
@@ -103,13 +108,16 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
     feature_dim : int or None, default=1536
         Upper bound on the patch-feature width: wider concatenations are reduced by
         adaptive average pooling over channels; narrower ones are kept as they are.
-    feature_scaling : {None, "standardize"}, default=None
-        None uses the features as they come (the paper). ``"standardize"`` divides each
-        channel, after subtracting its mean, by its standard deviation over the training
-        patches, so that ``sigma`` is in units of each channel's spread on any backbone.
-    sigma : float or tuple of float, default=0.015
-        Standard deviation of the Gaussian noise that makes anomalous features. A tuple
-        draws one of its values for each patch (noise at several scales).
+    feature_scaling : {"standardize", None}, default="standardize"
+        ``"standardize"`` subtracts each channel's mean and divides by its standard
+        deviation over the training patches, so that ``sigma`` is in units of each
+        channel's spread and means the same on every backbone. None uses the features as
+        they come (the paper; its sigma=0.015 was tuned for WideResNet-50's raw features).
+        See ``docs/noise-scale.md``.
+    sigma : float or tuple of float, default=0.3
+        Standard deviation of the Gaussian noise that makes anomalous features, in units
+        of the feature scaling. A tuple draws one of its values for each patch (noise at
+        several scales). The paper: 0.015 with ``feature_scaling=None``.
     hidden_dim : int, default=1024
         Width of the discriminator's hidden layer.
     margin : float, default=0.5
@@ -127,12 +135,18 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         Adam weight decay, both parts.
     adaptor_bias : bool, default=False
         The paper's adaptor has no bias (the official code's has one).
+    adaptor_init : {"identity", "xavier"}, default="identity"
+        Initial adaptor weights: the identity map (training starts from the features as
+        they are, so ``sigma`` keeps its meaning), or Xavier-normal as the official code.
     resize : int or (int, int), default=256
         Images are resized to this (an int sets the shorter side) ...
     crop_size : int, (int, int) or None, default=224
         ... then centre-cropped to this; None keeps the whole resized image.
     smoothing_sigma : float, default=4.0
         Gaussian smoothing of the anomaly map, in pixels of the cropped image.
+    image_score : "max" or float in (0, 1], default=0.01
+        Image anomaly score from the map: the mean of its highest ``image_score`` share
+        of pixels (the top 1 % by default), or its maximum with ``"max"`` (the paper).
     contamination : "auto" or float in (0, 0.5], default="auto"
         ``"auto"``: the discriminator's own boundary (``D = 0``) separates inliers from
         outliers. A float: that share of the training images is scored as outliers.
@@ -180,8 +194,8 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         *,
         patch_size=3,
         feature_dim=1536,
-        feature_scaling=None,
-        sigma=0.015,
+        feature_scaling="standardize",
+        sigma=0.3,
         hidden_dim=1024,
         margin=0.5,
         epochs=160,
@@ -191,9 +205,11 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         discriminator_lr=2e-4,
         weight_decay=1e-5,
         adaptor_bias=False,
+        adaptor_init="identity",
         resize=256,
         crop_size=224,
         smoothing_sigma=4.0,
+        image_score=0.01,
         contamination="auto",
         cache_dtype="float16",
         cache_dir=None,
@@ -218,9 +234,11 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         self.discriminator_lr = discriminator_lr
         self.weight_decay = weight_decay
         self.adaptor_bias = adaptor_bias
+        self.adaptor_init = adaptor_init
         self.resize = resize
         self.crop_size = crop_size
         self.smoothing_sigma = smoothing_sigma
+        self.image_score = image_score
         self.contamination = contamination
         self.cache_dtype = cache_dtype
         self.cache_dir = cache_dir
@@ -265,6 +283,8 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
             raise ValueError(f"patch_size must be odd, got {self.patch_size}")
         if self.feature_dim is not None:
             positive("feature_dim", integer=True)
+        if self.adaptor_init not in ("identity", "xavier"):
+            raise ValueError(f"adaptor_init must be 'identity' or 'xavier', got {self.adaptor_init!r}")
         if self.feature_scaling not in (None, "standardize"):
             raise ValueError(f"feature_scaling must be None or 'standardize', got {self.feature_scaling!r}")
         if self.cache_dtype not in _CACHE_DTYPES:
@@ -273,6 +293,15 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
             isinstance(self.cache_dir, (str, os.PathLike)) and os.path.isdir(self.cache_dir)
         ):
             raise ValueError(f"cache_dir must be None or an existing folder, got {self.cache_dir!r}")
+        if not (
+            self.image_score == "max"
+            or (
+                isinstance(self.image_score, numbers.Real)
+                and not isinstance(self.image_score, bool)
+                and 0 < self.image_score <= 1
+            )
+        ):
+            raise ValueError(f"image_score must be 'max' or a float in (0, 1], got {self.image_score!r}")
         contamination = self.contamination
         if not (
             contamination == "auto"
@@ -339,6 +368,21 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         return input_sizes.pop()
 
     # ------------------------------------------------------------------ fit
+    def _make_model(self, extractor, feature_dim: int, generator=None) -> SimpleNetModel:
+        """A fresh :class:`SimpleNetModel` with this detector's settings (fit and loading use it)."""
+        return SimpleNetModel(
+            extractor,
+            feature_dim,
+            patch_size=self.patch_size,
+            max_feature_dim=self.feature_dim,
+            hidden_dim=self.hidden_dim,
+            adaptor_bias=self.adaptor_bias,
+            adaptor_init=self.adaptor_init,
+            smoothing_sigma=self.smoothing_sigma,
+            image_score=self.image_score,
+            generator=generator,
+        )
+
     @_all_or_nothing
     def fit(self, X, y=None):
         """Train on normal images.
@@ -374,7 +418,7 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
             torch.manual_seed(seed)
             extractor = build_feature_extractor(self.backbone, self.layers, self.weights)
         extractor = extractor.to(device)
-        probe = SimpleNetModel(extractor, 1, patch_size=self.patch_size, max_feature_dim=self.feature_dim)
+        probe = self._make_model(extractor, 1)
         with FeatureCache(len(images), _CACHE_DTYPES[self.cache_dtype], device, self.cache_dir) as cache:
             input_size = self._extract_features(probe, images, device, cache)
             model, loss_history, train_scores = self._train(extractor, cache.tensor, input_size, seed, device)
@@ -396,16 +440,7 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
 
     def _train(self, extractor, features: torch.Tensor, input_size, seed: int, device):
         """The network trained on cached ``features``, its loss history and its training scores."""
-        model = SimpleNetModel(
-            extractor,
-            features.shape[-1],
-            patch_size=self.patch_size,
-            max_feature_dim=self.feature_dim,
-            hidden_dim=self.hidden_dim,
-            adaptor_bias=self.adaptor_bias,
-            smoothing_sigma=self.smoothing_sigma,
-            generator=torch.Generator().manual_seed(seed),
-        )
+        model = self._make_model(extractor, features.shape[-1], torch.Generator().manual_seed(seed))
         if self.feature_scaling == "standardize":
             model.scaler.fit(features.reshape(-1, features.shape[-1]))
         model.to(device)
@@ -438,7 +473,7 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         for start in range(0, len(features), _INFERENCE_BATCH):
             batch = features[start : start + _INFERENCE_BATCH].to(device, non_blocking=True)
             maps = model.score_patches(model.patch_scores(batch), size)
-            scores.append(image_scores(maps))
+            scores.append(image_scores(maps, model.top_fraction))
         return torch.cat(scores).float().cpu().numpy()
 
     # ------------------------------------------------------------------ inference

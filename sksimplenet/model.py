@@ -78,8 +78,13 @@ class SimpleNetModel(nn.Module):
         Width of the discriminator's hidden layer.
     adaptor_bias : bool
         The paper's adaptor has no bias; the official code's has one.
+    adaptor_init : {"identity", "xavier"}
+        Initial adaptor weights.
     smoothing_sigma : float
         Gaussian smoothing of the anomaly map, in pixels of the input.
+    image_score : "max" or float
+        How a map becomes an image score: its maximum, or the mean of its highest
+        ``image_score`` share of pixels (see :func:`~sksimplenet.scoring.image_scores`).
     generator : torch.Generator, optional
         Seeds the initial weights.
 
@@ -103,7 +108,9 @@ class SimpleNetModel(nn.Module):
         max_feature_dim: int | None = 1536,
         hidden_dim: int = 1024,
         adaptor_bias: bool = False,
+        adaptor_init: str = "identity",
         smoothing_sigma: float = 4.0,
+        image_score: str | float = "max",
         generator: torch.Generator | None = None,
     ):
         super().__init__()
@@ -111,8 +118,9 @@ class SimpleNetModel(nn.Module):
         self.patch_size = patch_size
         self.max_feature_dim = max_feature_dim
         self.smoothing_sigma = smoothing_sigma
+        self.top_fraction = None if image_score == "max" else float(image_score)
         self.scaler = FeatureScaler(feature_dim)
-        self.adaptor = Adaptor(feature_dim, bias=adaptor_bias, generator=generator)
+        self.adaptor = Adaptor(feature_dim, bias=adaptor_bias, init=adaptor_init, generator=generator)
         self.discriminator = Discriminator(feature_dim, hidden_dim, generator=generator)
         self._init_inference_cache()
 
@@ -326,4 +334,4 @@ class SimpleNetModel(nn.Module):
         else:
             patch_scores = self.patch_scores(self.patch_features(images).permute(0, 2, 3, 1))
         maps = self.score_patches(patch_scores, images.shape[-2:])
-        return maps, image_scores(maps)
+        return maps, image_scores(maps, self.top_fraction)

@@ -58,12 +58,31 @@ class FeatureScaler(nn.Module):
 
 
 class Adaptor(nn.Module):
-    """Feature adaptor: one fully-connected layer, no bias, same input and output width."""
+    """Feature adaptor: one fully-connected layer, no bias, same input and output width.
 
-    def __init__(self, feature_dim: int, bias: bool = False, generator: torch.Generator | None = None):
+    ``init="identity"`` starts it as the identity map; ``"xavier"`` draws Xavier-normal
+    weights as the official code does.
+    """
+
+    def __init__(
+        self,
+        feature_dim: int,
+        bias: bool = False,
+        init: str = "identity",
+        generator: torch.Generator | None = None,
+    ):
         super().__init__()
         self.linear = nn.Linear(feature_dim, feature_dim, bias=bias)
-        _init_linear(self.linear, generator)
+        if init == "identity":
+            # Training starts from the features themselves, so the noise scale applies to them.
+            with torch.no_grad():
+                self.linear.weight.copy_(torch.eye(feature_dim))
+                if bias:
+                    self.linear.bias.zero_()
+        elif init == "xavier":
+            _init_linear(self.linear, generator)
+        else:
+            raise ValueError(f"Unknown adaptor init {init!r}: use 'identity' or 'xavier'")
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.linear(features)

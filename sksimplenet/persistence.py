@@ -49,7 +49,6 @@ from torch import nn
 
 from .backbones import build_feature_extractor
 from .detector import SimpleNetDetector
-from .model import SimpleNetModel
 
 FORMAT = "sksimplenet.SimpleNetDetector"
 FORMAT_VERSION = 1
@@ -361,15 +360,7 @@ def load(path: str | os.PathLike, backbone: nn.Module | None = None) -> SimpleNe
         extractor = build_feature_extractor(detector.backbone, detector.layers, weights=None)
     except (ValueError, TypeError, RuntimeError) as error:
         raise ModelFileError(f"{str(path)!r}: cannot rebuild the backbone: {error}") from error
-    model = SimpleNetModel(
-        extractor,
-        int(fitted["feature_shape_"][-1]),
-        patch_size=detector.patch_size,
-        max_feature_dim=detector.feature_dim,
-        hidden_dim=detector.hidden_dim,
-        adaptor_bias=detector.adaptor_bias,
-        smoothing_sigma=detector.smoothing_sigma,
-    )
+    model = detector._make_model(extractor, int(fitted["feature_shape_"][-1]))
     expected = set(model.state_dict())
     absent, extra = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
     if absent or extra:

@@ -70,9 +70,25 @@ def score_maps(
     return gaussian_blur(upsample(patch_scores, size), smoothing_sigma)
 
 
-def image_scores(maps: torch.Tensor) -> torch.Tensor:
-    """Image anomaly score: the maximum of each map, shape ``(n_images,)``."""
-    return maps.flatten(1).amax(dim=1)
+def image_scores(maps: torch.Tensor, top_fraction: float | None = None) -> torch.Tensor:
+    """Image anomaly scores from anomaly maps.
+
+    Parameters
+    ----------
+    maps : Tensor, shape (n_images, height, width)
+    top_fraction : float in (0, 1] or None
+        None: the maximum of each map (the paper). A float: the mean of the highest
+        ``top_fraction`` of each map's pixels (at least one pixel).
+
+    Returns
+    -------
+    Tensor, shape (n_images,)
+    """
+    flat = maps.flatten(1)
+    if top_fraction is None:
+        return flat.amax(dim=1)
+    k = max(1, int(round(top_fraction * flat.shape[1])))
+    return flat.topk(k, dim=1).values.mean(dim=1)
 
 
 def map_operators(

@@ -67,7 +67,7 @@ def test_same_random_state_gives_identical_scores(stripes, fitted):
     assert not np.array_equal(other.score_samples(images[20:]), fitted.score_samples(images[20:]))
 
 
-def test_maps_at_original_size(fitted):
+def test_maps_at_original_size(fitted, stripes):
     rng = np.random.default_rng(0)
     images = [
         rng.integers(0, 255, (120, 200, 3), dtype=np.uint8),
@@ -77,8 +77,12 @@ def test_maps_at_original_size(fitted):
     assert [m.shape for m in maps] == [(120, 200), (90, 90)]
     cropped = fitted.anomaly_map(images[1:])
     assert cropped.shape == (1, 96, 96)
-    # The image score is the maximum of the map at network resolution.
-    np.testing.assert_allclose(-fitted.score_samples(images[1:]), cropped.max(axis=(1, 2)), rtol=1e-6)
+    # The image score is the mean of the top 1 % of the map at network resolution.
+    top = np.sort(cropped.reshape(-1))[::-1][: round(0.01 * 96 * 96)]
+    np.testing.assert_allclose(-fitted.score_samples(images[1:]), [top.mean()], rtol=1e-5)
+    paper_style = SimpleNetDetector(**FAST, image_score="max").fit(stripes[0][:20])
+    paper_maps = paper_style.anomaly_map(images[1:])
+    np.testing.assert_allclose(-paper_style.score_samples(images[1:]), paper_maps.max(axis=(1, 2)), rtol=1e-6)
 
 
 def test_not_fitted_error():
@@ -119,3 +123,12 @@ def test_grid_search_over_sigma(stripes):
     assert np.isfinite(search.cv_results_["mean_test_score"]).all()
     assert search.best_estimator_.sigma in (0.015, 0.1)
     assert search.best_estimator_.n_train_images_ == (labels == 1).sum()
+
+
+def test_paper_configuration_is_reachable():
+    from sksimplenet import PAPER_PARAMS
+
+    paper = SimpleNetDetector(**PAPER_PARAMS)
+    assert paper.sigma == 0.015 and paper.feature_scaling is None and paper.image_score == "max"
+    assert paper.backbone == "wide_resnet50_2" and paper.epochs == 160 and paper.batch_size == 4
+    assert (paper.resize, paper.crop_size, paper.smoothing_sigma) == (256, 224, 4.0)
