@@ -108,7 +108,7 @@ class SimpleNetModel(nn.Module):
         max_feature_dim: int | None = 1536,
         hidden_dim: int = 1024,
         adaptor_bias: bool = False,
-        adaptor_init: str = "identity",
+        adaptor_init: str = "xavier",
         smoothing_sigma: float = 4.0,
         image_score: str | float = "max",
         generator: torch.Generator | None = None,

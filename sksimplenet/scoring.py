@@ -87,7 +87,8 @@ def image_scores(maps: torch.Tensor, top_fraction: float | None = None) -> torch
     flat = maps.flatten(1)
     if top_fraction is None:
         return flat.amax(dim=1)
-    k = max(1, int(round(top_fraction * flat.shape[1])))
+    # int(): under tracing (ONNX export) shapes are tensors; the map size is fixed anyway.
+    k = max(1, int(top_fraction * int(flat.shape[1]) + 0.5))
     return flat.topk(k, dim=1).values.mean(dim=1)
 
 

@@ -118,5 +118,36 @@ def train_discriminator(
         if callback is not None:
             callback(epoch, mean_loss)
     adaptor.eval()
+    _recompute_batchnorm_statistics(
+        features, scaler, adaptor, discriminator, batch_size, sigma, noise_generator, device
+    )
     discriminator.eval()
     return history
+
+
+@torch.no_grad()
+def _recompute_batchnorm_statistics(
+    features, scaler, adaptor, discriminator, batch_size, sigma, generator, device
+):
+    """Set BatchNorm's running statistics to the final weights' averages over the training batches.
+
+    The running averages lag the weights: after few training steps they are still close to
+    their initial values, and the inference-mode discriminator is then arbitrary (it can
+    even rank anomalies as normal). One pass over the training batches, normal and noised
+    as in training, without gradients, gives the exact averages for the weights kept.
+    """
+    norms = [m for m in discriminator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average over the pass
+    discriminator.train()
+    for start in range(0, features.shape[0], batch_size):
+        batch = features[start : start + batch_size]
+        batch = batch.reshape(-1, batch.shape[-1]).to(device, non_blocking=True).float()
+        normal = adaptor(scaler(batch))
+        discriminator(torch.cat([normal, add_gaussian_noise(normal, sigma, generator)]))
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum

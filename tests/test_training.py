@@ -50,3 +50,17 @@ def test_non_finite_loss_names_the_epoch():
     features[3, 0, 0, 0] = float("inf")
     with pytest.raises(FloatingPointError, match="epoch 1"):
         train_discriminator(features, *_parts(), epochs=2, sigma=0.5)
+
+
+def test_batchnorm_statistics_match_the_final_weights():
+    # After a single short epoch the running averages would still be near their initial
+    # values; training ends by recomputing them for the weights it keeps.
+    scaler, adaptor, discriminator = _parts()
+    features = _features()
+    train_discriminator(features, scaler, adaptor, discriminator, epochs=1, sigma=0.5, seed=0)
+    norm = discriminator.body[1]
+    with torch.no_grad():
+        hidden = discriminator.body[0](adaptor(scaler(features.reshape(-1, 8).float())))
+    # The statistics cover normal and noised features; the normal half alone is close.
+    assert torch.allclose(norm.running_mean, hidden.mean(0), atol=0.2)
+    assert not torch.allclose(norm.running_var, torch.ones_like(norm.running_var))
