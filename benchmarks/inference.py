@@ -1,0 +1,232 @@
+"""Scoring throughput against the bare backbone, and the input pipeline, on the CPU.
+
+(a) For wide_resnet50_2 (random weights: speed does not depend on them) and
+efficientnet_lite0, batch 8 at 224 × 224, measured in turn, round after round:
+
+- ``backbone``: the truncated backbone alone, as the detector builds it (channels-last
+  layout), on a ready float batch;
+- ``backbone, NCHW``: the same module in PyTorch's default layout, as a torchvision model
+  runs out of the box;
+- ``scoring``: ``detector.anomaly_map(X, return_scores=True)`` on the uint8 images: input
+  checks, preprocessing, backbone, folded head, anomaly maps and image scores, NumPy out;
+- ``two calls``: ``anomaly_map(X)`` then ``score_samples(X)``, two passes;
+- ``unfolded head``: the batch through the reference path (patch embedding, scaler,
+  adaptor, discriminator, upsampling and convolution smoothing), i.e. the cost of scoring
+  before the head was folded.
+
+It prints images/s and the ratio of each to ``backbone`` (target for ``scoring``: ≥ 0.9).
+
+(b) Input pipeline: scoring 48 JPEG files (512 × 512, resized to 256 and cropped to 224)
+with efficientnet_lite0, decoded in the main process (``n_jobs=None``) and in two
+DataLoader workers (``n_jobs=2``), beside decoding alone and the network alone. With
+overlap, the time with workers approaches the larger of the two parts rather than their sum.
+
+Usage::
+
+    python benchmarks/inference.py --threads 1
+    python benchmarks/inference.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from timing import add_common_arguments, configure_threads, interleaved, machine, table
+
+from sksimplenet import SimpleNetDetector
+from sksimplenet.datasets import make_synthetic
+from sksimplenet.features import embed_patches
+from sksimplenet.image_io import load_image, preprocess
+from sksimplenet.scoring import image_scores, score_maps
+
+BACKBONES = {"wide_resnet50_2": None, "efficientnet_lite0": "DEFAULT"}
+
+
+def fitted_detector(backbone: str, weights, images: np.ndarray) -> SimpleNetDetector:
+    """A detector fitted briefly (speed does not depend on how well it is trained)."""
+    detector = SimpleNetDetector(
+        backbone,
+        weights=weights,
+        resize=224,
+        crop_size=224,
+        epochs=1,
+        patch_fraction=0.05,
+        device="cpu",
+        random_state=0,
+    )
+    return detector.fit(images[:4])
+
+
+def unfolded_scoring(model, batch: torch.Tensor):
+    """The reference path, step by step, as scoring ran before the head was folded."""
+    features = embed_patches(model.extractor(batch), model.patch_size, model.max_feature_dim)
+    n, channels, h, w = features.shape
+    flat = features.permute(0, 2, 3, 1).reshape(-1, channels)
+    patch_scores = -model.discriminator(model.adaptor(model.scaler(flat))).reshape(n, h, w)
+    maps = score_maps(patch_scores, batch.shape[-2:], model.smoothing_sigma)
+    return maps, image_scores(maps, getattr(model, "top_fraction", None))
+
+
+def plain_layout(extractor):
+    """A copy of ``extractor`` running in PyTorch's default (NCHW) memory layout."""
+    plain = copy.deepcopy(extractor)
+    plain.channels_last = False
+    plain.body.to(memory_format=torch.contiguous_format)
+    return plain
+
+
+def measure(backbone: str, weights, images: np.ndarray, repeats: int) -> list[tuple]:
+    """Rows of (a) for one backbone."""
+    batch = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255.0)
+    detector = fitted_detector(backbone, weights, images)
+    model = detector.model_
+    extractor, plain = model.extractor, plain_layout(model.extractor)
+
+    @torch.inference_mode()
+    def bare(module):
+        return module(batch)
+
+    @torch.inference_mode()
+    def unfolded():
+        return unfolded_scoring(model, batch)
+
+    seconds = interleaved(
+        {
+            "backbone": lambda: bare(extractor),
+            "backbone, NCHW": lambda: bare(plain),
+            "scoring": lambda: detector.anomaly_map(images, return_scores=True),
+            "two calls": lambda: (detector.anomaly_map(images), detector.score_samples(images)),
+            "unfolded head": unfolded,
+        },
+        repeats,
+    )
+    # The folded and the unfolded paths agree (maps and scores within 1e-4).
+    maps, scores = detector.anomaly_map(images, return_scores=True)
+    ref_maps, ref_scores = unfolded()
+    difference = max(np.abs(maps - ref_maps.numpy()).max(), np.abs(scores - ref_scores.numpy()).max())
+    rows = [
+        (backbone, name, f"{value:.3f}", f"{len(images) / value:.1f}", f"{seconds['backbone'] / value:.3f}")
+        for name, value in seconds.items()
+    ]
+    rows.append((backbone, "max |folded - unfolded|", f"{difference:.1e}", "", ""))
+    return rows
+
+
+def throughput(repeats: int, batch_size: int, size: int) -> None:
+    images, _, _ = make_synthetic(batch_size, 0, texture="object", size=size, random_state=0)
+    rows = []
+    for backbone, weights in BACKBONES.items():
+        rows += measure(backbone, weights, images, repeats)
+    print(f"(a) batch {batch_size} at {size} x {size}, median of {repeats} interleaved rounds")
+    print(table(rows, ("backbone", "measured", "s/batch", "images/s", "ratio to backbone")))
+
+
+def pipeline(repeats: int, n_files: int) -> None:
+    images, _, _ = make_synthetic(n_files, 0, texture="object", size=512, random_state=1)
+    detector = SimpleNetDetector("efficientnet_lite0", epochs=1, patch_fraction=0.05, device="cpu")
+    detector.set_params(random_state=0).fit(images[:4])
+    with tempfile.TemporaryDirectory() as folder:
+        paths = []
+        for index, image in enumerate(images):
+            path = Path(folder) / f"{index:03d}.jpg"
+            Image.fromarray(image).save(path, quality=95)
+            paths.append(str(path))
+        decoded = torch.stack([preprocess(load_image(p)) for p in paths])
+
+        def decode_only():
+            for path in paths:
+                preprocess(load_image(path), detector.resize, detector.crop_size)
+
+        @torch.inference_mode()
+        def network_only():
+            for start in range(0, n_files, 16):
+                detector.model_(decoded[start : start + 16])
+
+        waits: dict[str, list[list[float]]] = {"files, n_jobs=None": [], "files, n_jobs=2": []}
+
+        def files(n_jobs):
+            name = f"files, n_jobs={n_jobs}"
+
+            def score():
+                detector.set_params(n_jobs=n_jobs)
+                loader = TimedLoader(SimpleNetDetector._loader(detector, paths, torch.device("cpu")))
+                detector._loader = lambda images, device: loader  # observe the waits for data
+                try:
+                    detector.anomaly_map(paths, return_scores=True)
+                finally:
+                    del detector._loader
+                waits[name].append(loader.waits)
+
+            return score
+
+        seconds = interleaved(
+            {
+                "decoding only": decode_only,
+                "network only": network_only,
+                "files, n_jobs=None": files(None),
+                "files, n_jobs=2": files(2),
+            },
+            repeats,
+        )
+    total = seconds["decoding only"] + seconds["network only"]
+    rows = []
+    for name, value in seconds.items():
+        first = later = ""
+        if name in waits:
+            first = f"{statistics.median(w[0] for w in waits[name]):.3f}"
+            later = f"{statistics.median(sum(w[1:]) for w in waits[name]):.3f}"
+        rows.append((name, f"{value:.2f}", f"{n_files / value:.1f}", first, later))
+    print(f"\n(b) input pipeline: {n_files} JPEG files, efficientnet_lite0, median of {repeats} rounds")
+    print(table(rows, ("measured", "seconds", "images/s", "wait, 1st batch (s)", "wait, later (s)")))
+    print(
+        f"decoding + network = {total:.2f} s; in the main process {seconds['files, n_jobs=None']:.2f} s; "
+        f"with two workers {seconds['files, n_jobs=2']:.2f} s. Later batches that are ready when the "
+        "network asks for them (wait near 0) were decoded while the network ran."
+    )
+
+
+class TimedLoader:
+    """Iterates a DataLoader and records the time spent waiting for each batch."""
+
+    def __init__(self, loader):
+        self.loader = loader
+        self.waits: list[float] = []
+
+    def __iter__(self):
+        iterator = iter(self.loader)
+        while True:
+            start = time.perf_counter()
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
+            self.waits.append(time.perf_counter() - start)
+            yield batch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_common_arguments(parser)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--size", type=int, default=224)
+    args = parser.parse_args()
+    configure_threads(args.threads)
+    print(machine())
+    start = time.perf_counter()
+    throughput(2 if args.quick else 7, args.batch, args.size)
+    pipeline(1 if args.quick else 3, 16 if args.quick else 48)
+    print(f"\ntotal {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
