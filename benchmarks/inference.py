@@ -19,7 +19,9 @@ It prints images/s and the ratio of each to ``backbone`` (target for ``scoring``
 (b) Input pipeline: scoring 48 JPEG files (512 × 512, resized to 256 and cropped to 224)
 with efficientnet_lite0, decoded in the main process (``n_jobs=None``) and in two
 DataLoader workers (``n_jobs=2``), beside decoding alone and the network alone. With
-overlap, the time with workers approaches the larger of the two parts rather than their sum.
+overlap, the time with workers approaches the larger of the two parts rather than their sum
+(given idle cores for the workers). It also records how long the network waited for each
+batch: later batches that are ready at once were decoded while the network ran.
 
 Usage::
 
