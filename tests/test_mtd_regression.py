@@ -26,8 +26,14 @@ def test_image_auroc_floor_on_a_slice_of_mtd():
     test = [split["test_paths"][i] for i in test_index]
 
     detector = SimpleNetDetector(
-        "efficientnet_lite0", resize=(224, 224), crop_size=None, epochs=16, patch_fraction=0.125,
-        batch_size=16, random_state=0, device="cpu",
+        "efficientnet_lite0",
+        resize=(224, 224),
+        crop_size=None,
+        epochs=16,
+        patch_fraction=0.125,
+        batch_size=16,
+        random_state=0,
+        device="cpu",
     ).fit(train)
     auroc = image_auroc(labels[test_index], -detector.score_samples(test))
     assert auroc >= 0.65  # measured 0.73; chance is 0.5
