@@ -8,15 +8,7 @@ from PIL import Image
 from sksimplenet import SimpleNetDetector
 from sksimplenet.datasets import make_synthetic
 
-SMALL = dict(
-    backbone="efficientnet_lite0",
-    resize=64,
-    crop_size=None,
-    epochs=1,
-    hidden_dim=64,
-    device="cpu",
-    random_state=0,
-)
+from .conftest import TINY as SMALL
 
 
 @pytest.fixture(scope="module")
