@@ -8,15 +8,9 @@ from sksimplenet import SimpleNetDetector, cache
 from sksimplenet.cache import FeatureCache, cache_nbytes
 from sksimplenet.datasets import make_synthetic
 
-SMALL = dict(
-    backbone="efficientnet_lite0",
-    resize=64,
-    crop_size=None,
-    epochs=2,
-    hidden_dim=64,
-    device="cpu",
-    random_state=0,
-)
+from .conftest import TINY
+
+SMALL = {**TINY, "epochs": 2}
 
 
 @pytest.fixture(scope="module")
