@@ -36,7 +36,9 @@ class FeatureScaler(nn.Module):
         """Set the statistics from training features of shape ``(n_patches, feature_dim)``.
 
         Two passes over row blocks with float64 sums: the features (any dtype, any device,
-        possibly memory-mapped) are never copied whole.
+        possibly memory-mapped) are never copied whole. Channels whose spread is at most
+        ``eps`` (dead channels) keep a scale of 1, as in scikit-learn's ``StandardScaler``:
+        dividing by a near-zero spread would turn float rounding into huge values.
         """
         n_rows, width = features.shape
         step = max(1, _SCALER_BLOCK // max(width, 1))
@@ -50,7 +52,7 @@ class FeatureScaler(nn.Module):
             squares += (block.double() - mean).square().sum(0)
         std = (squares / max(n_rows - 1, 1)).sqrt()
         self.mean.copy_(mean)
-        self.scale.copy_(std.clamp_min(eps))
+        self.scale.copy_(torch.where(std > eps, std, torch.ones_like(std)))
         return self
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:

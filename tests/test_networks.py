@@ -51,6 +51,15 @@ def test_noise_has_the_requested_spread_and_is_seeded():
     assert torch.equal(noised, again)
 
 
+def test_feature_scaler_leaves_dead_channels_unscaled():
+    features = torch.randn(100, 3)
+    features[:, 1] = 2.0  # e.g. a ReLU channel that never fires on the training images
+    scaler = FeatureScaler(3).fit(features)
+    assert scaler.scale[1] == 1.0
+    probe = torch.tensor([[0.0, 2.5, 0.0]])
+    assert scaler(probe)[0, 1] == pytest.approx(0.5)  # not 0.5 / eps
+
+
 def test_feature_scaler_standardises_channels():
     features = torch.randn(5000, 3) * torch.tensor([1.0, 10.0, 0.1]) + torch.tensor([0.0, 5.0, -2.0])
     scaler = FeatureScaler(3).fit(features)
