@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from pathlib import Path
 
@@ -22,6 +23,14 @@ def mtd_split(seed: int = 0, root=MTD_ROOT) -> dict:
     if not Path(root).is_dir():
         raise SystemExit(f"MTD not found at {root}")
     return load_mtd(root, random_state=seed)
+
+
+def plain_layout(extractor):
+    """A copy of ``extractor`` running in PyTorch's default (NCHW) memory layout."""
+    plain = copy.deepcopy(extractor)
+    plain.channels_last = False
+    plain.body.to(memory_format=torch.contiguous_format)
+    return plain
 
 
 def masks_at(paths, resize=256, crop_size=224) -> np.ndarray:

@@ -32,7 +32,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import tempfile
 import time
@@ -40,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import plain_layout
 from PIL import Image
 from timing import add_common_arguments, configure_threads, interleaved, machine, table
 
@@ -75,14 +75,6 @@ def unfolded_scoring(model, batch: torch.Tensor):
     patch_scores = -model.discriminator(model.adaptor(model.scaler(flat))).reshape(n, h, w)
     maps = score_maps(patch_scores, batch.shape[-2:], model.smoothing_sigma)
     return maps, image_scores(maps, getattr(model, "top_fraction", None))
-
-
-def plain_layout(extractor):
-    """A copy of ``extractor`` running in PyTorch's default (NCHW) memory layout."""
-    plain = copy.deepcopy(extractor)
-    plain.channels_last = False
-    plain.body.to(memory_format=torch.contiguous_format)
-    return plain
 
 
 def measure(backbone: str, weights, images: np.ndarray, repeats: int) -> list[tuple]:

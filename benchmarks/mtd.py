@@ -11,6 +11,7 @@ Usage::
     python benchmarks/mtd.py                  # seed 0, the detector's defaults
     python benchmarks/mtd.py --seeds 0 1 2    # mean and spread over three splits
     python benchmarks/mtd.py --epochs 40 --set sigma=0.5 --set feature_scaling=None
+    python benchmarks/mtd.py --nchw           # the backbone in PyTorch's default layout
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ import time
 
 import numpy as np
 import torch
-from common import MTD_ROOT, knn_baseline, masks_at, mtd_split
+from common import MTD_ROOT, knn_baseline, masks_at, mtd_split, plain_layout
 
+import sksimplenet.detector
 from sksimplenet import SimpleNetDetector
 from sksimplenet.metrics import image_auroc, pixel_auroc
 
@@ -31,6 +33,20 @@ from sksimplenet.metrics import image_auroc, pixel_auroc
 # away: the benchmark squashes every image to 224 x 224 instead (a choice from the data's
 # layout, the same for SimpleNet and the reference).
 MTD_INPUT = {"resize": (224, 224), "crop_size": None}
+
+
+def _fit_backbones_in_nchw() -> None:
+    """Make every later fit in this process run its backbone in the NCHW layout.
+
+    Named backbones run channels-last; this is the reference for checking that the layout
+    leaves MTD's AUROC where it was (docs/performance.md).
+    """
+    build = sksimplenet.detector.build_feature_extractor
+
+    def build_in_nchw(*args, **kwargs):
+        return plain_layout(build(*args, **kwargs))
+
+    sksimplenet.detector.build_feature_extractor = build_in_nchw
 
 
 def _value(text: str):
@@ -92,7 +108,12 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--no-baseline", action="store_true", help="skip the kNN reference")
     parser.add_argument("--json", help="write the results to this file")
+    parser.add_argument(
+        "--nchw", action="store_true", help="run the backbone in NCHW layout instead of channels-last"
+    )
     args = parser.parse_args(argv)
+    if args.nchw:
+        _fit_backbones_in_nchw()
 
     params = {"backbone": "efficientnet_lite0", "device": "cpu", **MTD_INPUT}
     if args.epochs is not None:
