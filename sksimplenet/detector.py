@@ -328,8 +328,8 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
                 raise ValueError(f"{name} must be a positive int or (height, width), got {value!r}")
 
     # ------------------------------------------------------------------ data flow
-    def _loader(self, images: list, device: torch.device):
-        dataset = ImageDataset(images, self.resize, self.crop_size)
+    def _loader(self, images: list, device: torch.device, positions=None):
+        dataset = ImageDataset(images, self.resize, self.crop_size, positions)
         files = isinstance(images[0], (str, bytes)) or hasattr(images[0], "__fspath__")
         workers = joblib.effective_n_jobs(self.n_jobs) if files and self.n_jobs not in (None, 1) else 0
         return torch.utils.data.DataLoader(
@@ -340,9 +340,12 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
             pin_memory=device.type == "cuda",
         )
 
-    def _batches(self, images: list, device: torch.device, desc: str):
-        """Yield preprocessed image batches ``(n, 3, H, W)`` on ``device``, same-size groups."""
-        loader = self._loader(images, device)
+    def _batches(self, images: list, device: torch.device, desc: str, positions=None):
+        """Yield preprocessed image batches ``(n, 3, H, W)`` on ``device``, same-size groups.
+
+        ``positions``: the images' indices in the user's ``X``, for error messages.
+        """
+        loader = self._loader(images, device, positions)
         if self.verbose:
             from tqdm.auto import tqdm
 
@@ -355,10 +358,12 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
                     yield image.unsqueeze(0).to(device, non_blocking=True)
 
     @torch.inference_mode()
-    def _extract_features(self, model: SimpleNetModel, images: list, device, cache: FeatureCache):
+    def _extract_features(
+        self, model: SimpleNetModel, images: list, device, cache: FeatureCache, positions=None
+    ):
         """Write the patch features of ``images`` into ``cache``; return the input size ``(H, W)``."""
         input_sizes, start = set(), 0
-        for batch in self._batches(images, device, "features"):
+        for batch in self._batches(images, device, "features", positions):
             input_sizes.add(tuple(batch.shape[-2:]))
             if len(input_sizes) == 1:  # after a mismatch, only the sizes are collected (for the message)
                 cache.write(start, model.patch_features(batch).permute(0, 2, 3, 1))
@@ -405,11 +410,13 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         start = time.perf_counter()
         self._validate_params()
         images = as_image_list(X)
+        positions = None
         if y is not None:
             y = np.asarray(y)
             if y.shape != (len(images),):
                 raise ValueError(f"y has shape {y.shape}, expected ({len(images)},)")
-            images = [image for image, label in zip(images, y) if label != -1]
+            positions = np.flatnonzero(y != -1).tolist()
+            images = [images[position] for position in positions]
             if not images:
                 raise ValueError("Every image is labelled -1 (anomalous): nothing normal to train on")
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
@@ -423,7 +430,7 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         extractor = extractor.to(device)
         probe = self._make_model(extractor, 1)
         with FeatureCache(len(images), _CACHE_DTYPES[self.cache_dtype], device, self.cache_dir) as cache:
-            input_size = self._extract_features(probe, images, device, cache)
+            input_size = self._extract_features(probe, images, device, cache, positions)
             model, loss_history, train_scores = self._train(extractor, cache.tensor, input_size, seed, device)
             feature_shape = tuple(cache.tensor.shape[1:])
 

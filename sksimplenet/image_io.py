@@ -245,16 +245,20 @@ def preprocess(
 class ImageDataset(torch.utils.data.Dataset):
     """Images decoded and preprocessed on access, so DataLoader workers can run it in parallel.
 
-    Items are ``(3, crop_h, crop_w)`` float32 tensors in [0, 1].
+    Items are ``(3, crop_h, crop_w)`` float32 tensors in [0, 1]. ``positions``, when given,
+    are the images' indices in the user's input, used in error messages (default: their
+    indices in ``images``).
     """
 
-    def __init__(self, images: list, resize=256, crop_size=224):
+    def __init__(self, images: list, resize=256, crop_size=224, positions: Sequence[int] | None = None):
         self.images = images
         self.resize = resize
         self.crop_size = crop_size
+        self.positions = positions
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        return preprocess(load_image(self.images[index], index), self.resize, self.crop_size)
+        position = index if self.positions is None else self.positions[index]
+        return preprocess(load_image(self.images[index], position), self.resize, self.crop_size)

@@ -68,6 +68,16 @@ def test_refit_failing_on_a_truncated_file_leaves_the_fitted_detector_as_it_was(
     assert_unchanged(detector, attributes, scores, images[25:30])
 
 
+def test_decoding_errors_name_the_position_in_x_when_y_leaves_images_out(stripes, tmp_path):
+    Image.fromarray(stripes[0][0]).save(tmp_path / "good.png")
+    data = (tmp_path / "good.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    paths = [tmp_path / "good.png", tmp_path / "good.png", tmp_path / "cut.png"]
+
+    with pytest.raises(ValueError, match=r"^Image 2: '.*cut\.png' is truncated"):
+        SimpleNetDetector(**FAST).fit(paths, y=[1, -1, 1])
+
+
 def test_interrupted_first_fit_leaves_the_detector_unfitted(stripes, monkeypatch):
     detector = SimpleNetDetector(**FAST)
     interrupt_after_first_epoch(monkeypatch)
