@@ -40,32 +40,43 @@ VARIANTS = {
 }
 
 
-def train_and_score(
-    train, test, size, scaling=None, sigma=0.015, identity=False, adaptor_bias=False, **kwargs
-):
-    """Train one variant on cached features; return maps and raw patch scores of the test set."""
+def make_parts(train, scaling=None, identity=False, adaptor_bias=False):
+    """Scaler (fitted on ``train`` when ``scaling="standardize"``), adaptor and discriminator."""
     width = train.shape[-1]
     generator = torch.Generator().manual_seed(0)
     scaler = FeatureScaler(width)
     if scaling == "standardize":
         scaler.fit(train.reshape(-1, width))
-    adaptor = Adaptor(width, bias=adaptor_bias, generator=generator)
+    init = "identity" if identity else "xavier"
+    adaptor = Adaptor(width, bias=adaptor_bias, init=init, generator=generator)
     discriminator = Discriminator(width, generator=generator)
-    if identity:
-        with torch.no_grad():
-            adaptor.linear.weight.copy_(torch.eye(width))
+    return scaler, adaptor, discriminator
+
+
+@torch.inference_mode()
+def score_test(scaler, adaptor, discriminator, test, size):
+    """Smoothed maps ``(n, H, W)`` and raw patch-score maxima ``(n,)`` of cached test features."""
+    width = test.shape[-1]
+    maps, patch_max = [], []
+    for begin in range(0, len(test), 32):
+        batch = test[begin : begin + 32].float()
+        n, h, w, _ = batch.shape
+        scores = -discriminator(adaptor(scaler(batch.reshape(-1, width)))).reshape(n, h, w)
+        patch_max.append(scores.flatten(1).amax(1))
+        maps.append(score_maps(scores, size, 4.0))
+    return torch.cat(maps), torch.cat(patch_max)
+
+
+def train_and_score(
+    train, test, size, scaling=None, sigma=0.015, identity=False, adaptor_bias=False, **kwargs
+):
+    """Train one variant on cached features; return maps and raw patch scores of the test set."""
+    scaler, adaptor, discriminator = make_parts(train, scaling, identity, adaptor_bias)
     start = time.perf_counter()
     history = train_discriminator(train, scaler, adaptor, discriminator, sigma=sigma, seed=0, **kwargs)
     seconds = time.perf_counter() - start
-    with torch.inference_mode():
-        maps, patch_max = [], []
-        for begin in range(0, len(test), 32):
-            batch = test[begin : begin + 32].float()
-            n, h, w, _ = batch.shape
-            scores = -discriminator(adaptor(scaler(batch.reshape(-1, width)))).reshape(n, h, w)
-            patch_max.append(scores.flatten(1).amax(1))
-            maps.append(score_maps(scores, size, 4.0))
-    return torch.cat(maps), torch.cat(patch_max), history, seconds
+    maps, patch_max = score_test(scaler, adaptor, discriminator, test, size)
+    return maps, patch_max, history, seconds
 
 
 def main(argv=None) -> None:
