@@ -152,7 +152,7 @@ def pipeline(repeats: int, n_files: int) -> None:
             def score():
                 detector.set_params(n_jobs=n_jobs)
                 loader = TimedLoader(SimpleNetDetector._loader(detector, paths, torch.device("cpu")))
-                detector._loader = lambda images, device: loader  # observe the waits for data
+                detector._loader = lambda *args: loader  # observe the waits for data
                 try:
                     detector.anomaly_map(paths, return_scores=True)
                 finally:
