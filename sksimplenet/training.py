@@ -98,11 +98,10 @@ def train_discriminator(
                 keep = max(1, int(round(patch_fraction * len(batch))))
                 subset = torch.randperm(len(batch), generator=order_generator)[:keep]
                 batch = batch[subset.to(batch.device)]
-            batch = batch.to(device, non_blocking=True).float()
-            normal = adaptor(scaler(batch))
-            anomalous = add_gaussian_noise(normal, sigma, noise_generator)
-            scores = discriminator(torch.cat([normal, anomalous]))
-            loss = truncated_l1_loss(scores[: len(normal)], scores[len(normal) :], margin)
+            normal_scores, anomalous_scores = _discriminate(
+                batch, scaler, adaptor, discriminator, sigma, noise_generator, device
+            )
+            loss = truncated_l1_loss(normal_scores, anomalous_scores, margin)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -125,6 +124,22 @@ def train_discriminator(
     return history
 
 
+def _discriminate(patches, scaler, adaptor, discriminator, sigma, generator, device):
+    """Discriminator outputs for adapted patches ``q`` and their noised copies ``q⁻``.
+
+    ``q`` and ``q⁻`` pass in one batch, as in the official code, so BatchNorm's statistics
+    cover both; the statistics pass after training must see exactly what training saw.
+
+    Returns
+    -------
+    normal_scores, anomalous_scores : Tensor, shape (n_patches,) each
+    """
+    normal = adaptor(scaler(patches.to(device, non_blocking=True).float()))
+    anomalous = add_gaussian_noise(normal, sigma, generator)
+    scores = discriminator(torch.cat([normal, anomalous]))
+    return scores[: len(normal)], scores[len(normal) :]
+
+
 @torch.no_grad()
 def _recompute_batchnorm_statistics(
     features, scaler, adaptor, discriminator, batch_size, sigma, generator, device
@@ -145,9 +160,7 @@ def _recompute_batchnorm_statistics(
         norm.momentum = None  # cumulative average over the pass
     discriminator.train()
     for start in range(0, features.shape[0], batch_size):
-        batch = features[start : start + batch_size]
-        batch = batch.reshape(-1, batch.shape[-1]).to(device, non_blocking=True).float()
-        normal = adaptor(scaler(batch))
-        discriminator(torch.cat([normal, add_gaussian_noise(normal, sigma, generator)]))
+        patches = features[start : start + batch_size].reshape(-1, features.shape[-1])
+        _discriminate(patches, scaler, adaptor, discriminator, sigma, generator, device)
     for norm, momentum in zip(norms, momenta):
         norm.momentum = momentum
