@@ -72,6 +72,11 @@ def _to_host(tensor: torch.Tensor) -> torch.Tensor:
     return host.copy_(tensor, non_blocking=True)
 
 
+def _is_number(value, kind=numbers.Real) -> bool:
+    """Whether ``value`` is a ``kind`` number; booleans are not numbers here."""
+    return isinstance(value, kind) and not isinstance(value, bool)
+
+
 def _resolve_device(device: str | torch.device, fitting: bool) -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -258,8 +263,7 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
     def _validate_params(self) -> None:
         def positive(name, integer=False, allow_zero=False):
             value = getattr(self, name)
-            kind = numbers.Integral if integer else numbers.Real
-            ok = isinstance(value, kind) and not isinstance(value, bool) and np.isfinite(value)
+            ok = _is_number(value, numbers.Integral if integer else numbers.Real) and np.isfinite(value)
             if not ok or value < 0 or (value == 0 and not allow_zero):
                 bound = ">= 0" if allow_zero else ("> 0" if not integer else ">= 1")
                 raise ValueError(
@@ -273,10 +277,8 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         if self.patch_fraction > 1:
             raise ValueError(f"patch_fraction must be in (0, 1], got {self.patch_fraction!r}")
         if isinstance(self.sigma, (tuple, list)):
-            if len(self.sigma) == 0 or not all(
-                isinstance(v, numbers.Real) and not isinstance(v, bool) and np.isfinite(v) and v > 0
-                for v in self.sigma
-            ):
+            valid = [_is_number(v) and np.isfinite(v) and v > 0 for v in self.sigma]
+            if not valid or not all(valid):
                 raise ValueError(f"sigma must be a number > 0 or a tuple of them, got {self.sigma!r}")
         else:
             positive("sigma")
@@ -296,24 +298,10 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
             isinstance(self.cache_dir, (str, os.PathLike)) and os.path.isdir(self.cache_dir)
         ):
             raise ValueError(f"cache_dir must be None or an existing folder, got {self.cache_dir!r}")
-        if not (
-            self.image_score == "max"
-            or (
-                isinstance(self.image_score, numbers.Real)
-                and not isinstance(self.image_score, bool)
-                and 0 < self.image_score <= 1
-            )
-        ):
+        if not (self.image_score == "max" or (_is_number(self.image_score) and 0 < self.image_score <= 1)):
             raise ValueError(f"image_score must be 'max' or a float in (0, 1], got {self.image_score!r}")
         contamination = self.contamination
-        if not (
-            contamination == "auto"
-            or (
-                isinstance(contamination, numbers.Real)
-                and not isinstance(contamination, bool)
-                and 0 < contamination <= 0.5
-            )
-        ):
+        if not (contamination == "auto" or (_is_number(contamination) and 0 < contamination <= 0.5)):
             raise ValueError(f"contamination must be 'auto' or a float in (0, 0.5], got {contamination!r}")
         for name in ("resize", "crop_size"):
             value = getattr(self, name)

@@ -22,6 +22,11 @@ IMAGES = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint
         ({"layers": ("features.3", "nope")}, r"^layers \['nope'\] not found in the backbone"),
         ({"backbone": "no_such_net"}, r"^Unknown backbone 'no_such_net'"),
         ({"contamination": -0.1}, r"^contamination must be 'auto' or a float in \(0, 0\.5\], got -0\.1$"),
+        ({"contamination": True}, r"^contamination must be 'auto' or a float in \(0, 0\.5\], got True$"),
+        ({"sigma": (0.1, True)}, r"^sigma must be a number > 0 or a tuple of them, got \(0\.1, True\)$"),
+        ({"sigma": ()}, r"^sigma must be a number > 0 or a tuple of them, got \(\)$"),
+        ({"image_score": 1.5}, r"^image_score must be 'max' or a float in \(0, 1\], got 1\.5$"),
+        ({"image_score": "mean"}, r"^image_score must be 'max' or a float in \(0, 1\], got 'mean'$"),
     ],
     ids=[
         "sigma=0",
@@ -31,6 +36,11 @@ IMAGES = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint
         "unknown-layer",
         "unknown-backbone",
         "contamination<0",
+        "contamination=True",
+        "sigma-tuple-with-bool",
+        "sigma-empty-tuple",
+        "image_score>1",
+        "image_score-unknown",
     ],
 )
 def test_invalid_parameter_is_named_at_fit(params, message):
