@@ -22,7 +22,6 @@ from .backbones import build_feature_extractor
 from .cache import FeatureCache
 from .image_io import ImageDataset, as_image_list, image_size
 from .model import SimpleNetModel
-from .scoring import image_scores
 from .training import train_discriminator
 
 _INFERENCE_BATCH = 16
@@ -470,8 +469,7 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         scores = []
         for start in range(0, len(features), _INFERENCE_BATCH):
             batch = features[start : start + _INFERENCE_BATCH].to(device, non_blocking=True)
-            maps = model.score_patches(model.patch_scores(batch), size)
-            scores.append(image_scores(maps, model.top_fraction))
+            scores.append(model.maps_and_scores(model.patch_scores(batch), size)[1])
         return torch.cat(scores).float().cpu().numpy()
 
     # ------------------------------------------------------------------ inference

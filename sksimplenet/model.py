@@ -323,6 +323,13 @@ class SimpleNetModel(nn.Module):
         k_h, k_w = self._map_operators(patch_scores.shape[-2:], size, patch_scores.dtype, patch_scores.device)
         return apply_map_operators(patch_scores, k_h, k_w)
 
+    def maps_and_scores(
+        self, patch_scores: torch.Tensor, size: tuple[int, int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Anomaly maps ``(n_images, *size)`` and image scores ``(n_images,)`` from patch scores."""
+        maps = self.score_patches(patch_scores, size)
+        return maps, image_scores(maps, self.top_fraction)
+
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Anomaly maps ``(n_images, H, W)`` and image scores ``(n_images,)``; higher = worse.
 
@@ -333,5 +340,4 @@ class SimpleNetModel(nn.Module):
             patch_scores = self.folded_patch_scores(self.layer_maps(images))
         else:
             patch_scores = self.patch_scores(self.patch_features(images).permute(0, 2, 3, 1))
-        maps = self.score_patches(patch_scores, images.shape[-2:])
-        return maps, image_scores(maps, self.top_fraction)
+        return self.maps_and_scores(patch_scores, images.shape[-2:])
