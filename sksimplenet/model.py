@@ -35,6 +35,16 @@ from .networks import Adaptor, Discriminator, FeatureScaler
 from .scoring import apply_map_operators, image_scores, map_operators, score_maps
 
 _MAX_OPERATORS = 8
+# Size of the hidden pre-activations built at once by the folded head on a CPU: about a
+# core's share of the cache (the whole batch at once is several times slower per image).
+_CPU_CHUNK_BYTES = 4 << 20
+
+
+def _resize(maps: torch.Tensor, size: tuple[int, int], out: torch.Tensor | None = None) -> torch.Tensor:
+    """Bilinear resizing of ``(n, channels, h, w)`` maps to ``size``, into ``out`` when given."""
+    if out is None:
+        return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+    return torch.ops.aten.upsample_bilinear2d.out(maps, list(size), False, None, None, out=out)
 
 
 def channel_pooling_matrix(channels: int, feature_dim: int, dtype=torch.float64, device=None) -> torch.Tensor:
@@ -62,6 +72,54 @@ def _version(tensor: torch.Tensor):
         return tensor._version
     except RuntimeError:  # inference tensors carry no version counter
         return None
+
+
+def _rows(maps: torch.Tensor) -> torch.Tensor:
+    """Channels-last maps ``(n, channels, h, w)`` as rows ``(n * h * w, channels)`` (a view)."""
+    return maps.permute(0, 2, 3, 1).reshape(-1, maps.shape[1])
+
+
+def _preactivations(hidden_maps, target_rows, bias, target, images: slice, out=None) -> torch.Tensor:
+    """The folded head's hidden pre-activations for some images, one row per target position.
+
+    Parameters
+    ----------
+    hidden_maps : list of Tensor, shape (n, hidden_dim, h_l, w_l)
+        Levels already projected (the first includes ``bias``), resized here.
+    target_rows : list of (Tensor (n, H * W, channels_l), Tensor (channels_l, hidden_dim))
+        Levels on the target grid, as feature rows and their part of the folded weight.
+    bias : Tensor, shape (hidden_dim,)
+        Taken by the first product when ``hidden_maps`` is empty.
+    target : (H, W)
+    images : slice
+        Which images.
+    out : Tensor, shape (n_images, hidden_dim, H, W), channels-last, optional
+        Written and returned (as rows) instead of allocating.
+
+    Returns
+    -------
+    Tensor, shape (n_images * H * W, hidden_dim)
+    """
+    hidden = None
+    for maps in hidden_maps:
+        part = maps[images]
+        if tuple(part.shape[-2:]) != target:
+            part = _resize(part, target, out=out if hidden is None else None)
+        hidden = part if hidden is None else hidden.add_(part)
+    hidden = None if hidden is None else _rows(hidden)
+    for rows, weight in target_rows:
+        rows = rows[images].flatten(0, 1)
+        if hidden is None:
+            hidden = (
+                torch.addmm(bias, rows, weight)
+                if out is None
+                else torch.addmm(bias, rows, weight, out=_rows(out))
+            )
+        elif out is None:
+            hidden = torch.addmm(hidden, rows, weight)
+        else:
+            torch.addmm(hidden, rows, weight, out=hidden)  # accumulate in place
+    return hidden
 
 
 class SimpleNetModel(nn.Module):
@@ -238,7 +296,9 @@ class SimpleNetModel(nn.Module):
         Equal (up to rounding) to ``patch_scores(patch_features(images))`` in evaluation
         mode, at a fraction of the cost: see the module's description. Works in channels-last
         layout, where the per-position products are single matrix products and averaging
-        and resizing are fastest.
+        and resizing are fastest. On a CPU the pre-activations of the discriminator's hidden
+        layer are built a few images at a time, in one reused buffer of about
+        ``_CPU_CHUNK_BYTES``, so that the last steps find them in the cache.
         """
         _, bias = self.folded_head()
         weights = self._weights_per_level(tuple(int(m.shape[1]) for m in layer_maps))
@@ -246,34 +306,42 @@ class SimpleNetModel(nn.Module):
         target = tuple(int(v) for v in layer_maps[areas.index(max(areas))].shape[-2:])
         hidden_dim = bias.shape[0]
         channels_last = torch.channels_last
-        # Pre-activations, one row per position of the largest map: (n * H * W, hidden_dim).
-        hidden = None
+        # Levels projected now, for the whole batch: hidden maps (n, hidden_dim, h, w), resized
+        # to the target grid chunk by chunk. Levels already on that grid: feature rows
+        # (n, H * W, channels), projected chunk by chunk into the hidden pre-activations.
+        hidden_maps, target_rows = [], []
         # Smallest map first: it takes the bias (a constant survives averaging and resizing).
         for level in sorted(range(len(layer_maps)), key=areas.__getitem__):
             feature_map = layer_maps[level].to(bias.dtype).contiguous(memory_format=channels_last)
-            n, channels, h, w = feature_map.shape
+            _, channels, h, w = feature_map.shape
             # Average over neighbourhoods on whichever side of the projection has fewer channels.
             pool_first = channels <= hidden_dim
             if pool_first:
                 feature_map = aggregate_neighbourhood(feature_map, self.patch_size)
-            rows = feature_map.permute(0, 2, 3, 1).reshape(n * h * w, channels)
-            if hidden is not None and pool_first and (h, w) == target:
-                if torch.jit.is_tracing():  # the ONNX exporter knows no out= arguments
-                    hidden = torch.addmm(hidden, rows, weights[level])
-                else:
-                    torch.addmm(hidden, rows, weights[level], out=hidden)  # accumulate in place
+            rows = feature_map.permute(0, 2, 3, 1).flatten(1, 2)  # (n, h * w, channels)
+            if pool_first and (h, w) == target:
+                target_rows.append((rows, weights[level]))
                 continue
-            projected = torch.addmm(bias, rows, weights[level]) if hidden is None else rows @ weights[level]
-            if not pool_first or (h, w) != target:
-                maps = projected.view(n, h, w, hidden_dim).permute(0, 3, 1, 2)
-                if not pool_first:
-                    maps = aggregate_neighbourhood(maps, self.patch_size)
-                if (h, w) != target:
-                    maps = F.interpolate(maps, size=target, mode="bilinear", align_corners=False)
-                projected = maps.contiguous(memory_format=channels_last).permute(0, 2, 3, 1)
-                projected = projected.reshape(-1, hidden_dim)
-            hidden = projected if hidden is None else hidden.add_(projected)
-        return self._discriminator_tail(hidden).view(-1, *target)
+            rows = rows.flatten(0, 1)
+            projected = rows @ weights[level] if hidden_maps else torch.addmm(bias, rows, weights[level])
+            maps = projected.view(-1, h, w, hidden_dim).permute(0, 3, 1, 2)
+            hidden_maps.append(maps if pool_first else aggregate_neighbourhood(maps, self.patch_size))
+
+        if torch.jit.is_tracing():  # the ONNX exporter knows no out= arguments: no buffer
+            hidden = _preactivations(hidden_maps, target_rows, bias, target, slice(None))
+            return self._discriminator_tail(hidden).view(-1, *target)
+        n = int(layer_maps[0].shape[0])
+        chunk = n
+        if bias.device.type == "cpu":
+            chunk = max(1, _CPU_CHUNK_BYTES // (target[0] * target[1] * hidden_dim * bias.element_size()))
+        shape = (min(chunk, n), hidden_dim, *target)
+        buffer = torch.empty(shape, dtype=bias.dtype, device=bias.device, memory_format=channels_last)
+        scores = []
+        for start in range(0, n, chunk):
+            out = buffer[: min(chunk, n - start)]
+            hidden = _preactivations(hidden_maps, target_rows, bias, target, slice(start, start + chunk), out)
+            scores.append(self._discriminator_tail(hidden))
+        return torch.cat(scores).view(n, *target)
 
     def layer_maps(self, images: torch.Tensor) -> list[torch.Tensor]:
         """The frozen backbone's layer maps, float32, from images ``(n, 3, H, W)``.

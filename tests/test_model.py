@@ -7,6 +7,7 @@ import pickle
 import pytest
 import torch
 
+from sksimplenet import model as model_module
 from sksimplenet.backbones import build_feature_extractor
 from sksimplenet.features import embed_patches, reduce_channels
 from sksimplenet.model import SimpleNetModel, channel_pooling_matrix
@@ -84,6 +85,27 @@ def test_folded_head_matches_reference_path(config):
     assert_close(folded, reference)
     # Not trivially equal: the maps vary and the scores differ between images.
     assert reference[0].std() > 1e-2 and reference[1].std() > 1e-3
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        dict(),
+        dict(layers=("layer1", "layer2", "layer3"), feature_dim=333),
+        dict(layers=("layer3",)),
+        dict(hidden_dim=16),
+    ],
+    ids=["default", "three-levels", "one-level", "narrow"],
+)
+def test_folded_head_in_chunks_of_one_image_matches_reference_path(config, monkeypatch):
+    # On a CPU the folded head works through the batch a few images at a time, in a
+    # reused buffer; a budget of one byte makes every image its own chunk.
+    monkeypatch.setattr(model_module, "_CPU_CHUNK_BYTES", 1)
+    model = make_model(**config)
+    images = torch.rand(3, 3, 72, 88, generator=torch.Generator().manual_seed(5))
+    folded, reference = both_paths(model, images)
+    assert_close(folded, reference)
+    assert reference[1].std() > 1e-3
 
 
 def test_patch_scores_of_cached_features_use_the_fold():
