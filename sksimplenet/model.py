@@ -11,7 +11,8 @@ Two paths compute the same numbers:
   affine map, whose columns split by backbone level. Each level's part is applied to that
   level's map at its own (smaller) resolution, the hidden maps are then averaged and
   resized (linear operations commute with a per-position linear map), summed, and go
-  through LeakyReLU and the last Linear layer. Upsampling and smoothing of the patch scores
+  through LeakyReLU and the last Linear layer; on a CPU a few images at a time, so that the
+  hidden pre-activations stay in the cache. Upsampling and smoothing of the patch scores
   are two small matrix products (:func:`~sksimplenet.scoring.map_operators`).
 
 The folded weights are computed on first use and cached outside the state dict (saved
@@ -35,8 +36,8 @@ from .networks import Adaptor, Discriminator, FeatureScaler
 from .scoring import apply_map_operators, image_scores, map_operators, score_maps
 
 _MAX_OPERATORS = 8
-# Size of the hidden pre-activations built at once by the folded head on a CPU: about a
-# core's share of the cache (the whole batch at once is several times slower per image).
+# Size of the hidden pre-activations the folded head builds at once on a CPU: small enough
+# to stay in the cache between the product, LeakyReLU and the last layer (docs/performance.md).
 _CPU_CHUNK_BYTES = 4 << 20
 
 
