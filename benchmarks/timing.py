@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -45,15 +46,23 @@ def machine() -> str:
 def interleaved(
     functions: dict[str, Callable[[], object]], repeats: int, warmup: int = 1
 ) -> dict[str, float]:
-    """Median seconds of each function, run in turn for ``repeats`` rounds after ``warmup``."""
+    """Median seconds of each function, run in turn for ``repeats`` rounds after ``warmup``.
+
+    Each round takes the functions in a new (seeded) random order: what ran just before
+    matters (a function that frees much memory makes the next one fault it in again), so no
+    function always follows the same one.
+    """
     for _ in range(warmup):
         for function in functions.values():
             function()
     times: dict[str, list[float]] = {name: [] for name in functions}
+    order = list(functions)
+    shuffle = random.Random(0).shuffle
     for _ in range(repeats):
-        for name, function in functions.items():
+        shuffle(order)
+        for name in order:
             start = time.perf_counter()
-            function()
+            functions[name]()
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(values) for name, values in times.items()}
 
