@@ -5,11 +5,13 @@ from __future__ import annotations
 import copy
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
 from PIL import Image
 
+import sksimplenet.backbones
 from sksimplenet.backbones import build_feature_extractor
 from sksimplenet.datasets import load_mtd
 from sksimplenet.features import embed_patches
@@ -31,6 +33,16 @@ def plain_layout(extractor):
     plain.channels_last = False
     plain.body.to(memory_format=torch.contiguous_format)
     return plain
+
+
+def library_backbone(backbone: str, weights=None):
+    """The truncated backbone as its library defines it: NCHW layout, BatchNorm layers kept.
+
+    The detector's extractor differs in two ways that leave its outputs the same up to
+    rounding: channels-last layout and BatchNorm folded into the convolutions.
+    """
+    with mock.patch.object(sksimplenet.backbones, "fold_batch_norms", lambda body: (body, {})):
+        return plain_layout(build_feature_extractor(backbone, None, weights))
 
 
 def masks_at(paths, resize=256, crop_size=224) -> np.ndarray:

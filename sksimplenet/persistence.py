@@ -361,6 +361,8 @@ def load(path: str | os.PathLike, backbone: nn.Module | None = None) -> SimpleNe
     except (ValueError, TypeError, RuntimeError) as error:
         raise ModelFileError(f"{str(path)!r}: cannot rebuild the backbone: {error}") from error
     model = detector._make_model(extractor, int(fitted["feature_shape_"][-1]))
+    # Files written before the backbone's batch norms were folded hold them separately.
+    tensors = extractor.fold_batch_norm_entries(tensors, prefix="extractor.")
     expected = set(model.state_dict())
     absent, extra = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
     if absent or extra:

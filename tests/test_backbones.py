@@ -3,6 +3,7 @@ import pytest
 import torch
 from sklearn.datasets import load_sample_images
 from torchvision.models import ResNet18_Weights, resnet18
+from torchvision.models.feature_extraction import create_feature_extractor
 
 from sksimplenet.backbones import build_feature_extractor
 from sksimplenet.image_io import load_image, preprocess
@@ -104,3 +105,66 @@ def test_user_module_is_copied_and_used():
     maps = extractor(torch.rand(1, 3, 32, 32))
     assert [tuple(m.shape) for m in maps] == [(1, 4, 16, 16), (1, 6, 8, 8)]
     assert all(p.requires_grad for p in module.parameters())  # the caller's module is untouched
+
+
+def _with_random_batch_norm_statistics(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Batch norms far from the identity, so that folding them is not trivially exact."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                for tensor in (module.weight, module.bias, module.running_mean):
+                    tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.5)
+                module.running_var.copy_(torch.rand(module.running_var.shape, generator=generator) + 0.5)
+    return model.eval()
+
+
+def test_batch_norms_are_folded_into_the_convolutions_with_the_same_outputs(tmp_path):
+    source = _with_random_batch_norm_statistics(resnet18())
+    path = tmp_path / "resnet18.pth"
+    torch.save(source.state_dict(), path)
+    extractor = build_feature_extractor("resnet18", weights=str(path))
+    # conv1, then two convolutions per block and one downsampling per stage after layer1.
+    assert len(extractor.folded_batch_norms) == 1 + 4 + 5 + 5
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in extractor.body.modules())
+    reference = create_feature_extractor(source, {"layer2": "layer2", "layer3": "layer3"})
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ours = extractor(x)
+        theirs = reference((x - extractor.mean) / extractor.std)
+    for got, expected in zip(ours, (theirs["layer2"], theirs["layer3"])):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
+
+
+def test_efficientnet_lite0_batch_norms_are_all_folded():
+    from sksimplenet._efficientnet_lite import efficientnet_lite0
+
+    extractor = build_feature_extractor("efficientnet_lite0")
+    assert len(extractor.folded_batch_norms) == 33  # stem, then stages 1-5 (through the 112-channel one)
+    source = efficientnet_lite0(pretrained=True).eval()
+    x = torch.rand(2, 3, 96, 96, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        stride_8 = source.features[:4]((x - 0.5) / 0.5)
+        stride_16 = source.features[4:6](stride_8)
+        ours = extractor(x)
+    torch.testing.assert_close(ours[0], stride_8, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ours[1], stride_16, rtol=1e-4, atol=1e-4)
+
+
+def test_state_dicts_saved_before_folding_are_read():
+    # Model files written before the batch norms were folded store them separately.
+    source = _with_random_batch_norm_statistics(resnet18(), seed=3)
+    unfolded = create_feature_extractor(source, {"layer2": "layer2", "layer3": "layer3"})
+    old_state = {f"extractor.body.{name}": tensor for name, tensor in unfolded.state_dict().items()}
+    extractor = build_feature_extractor("resnet18", weights=None)
+    new_state = extractor.fold_batch_norm_entries(old_state, prefix="extractor.")
+    assert not any("bn" in name for name in new_state) and "extractor.body.bn1.weight" in old_state
+    extractor.load_state_dict(
+        {name.removeprefix("extractor."): tensor for name, tensor in new_state.items()}
+        | {"mean": extractor.mean, "std": extractor.std}
+    )
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        ours = extractor(x)[1]
+        theirs = unfolded((x - extractor.mean) / extractor.std)["layer3"]
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4 * theirs.abs().max().item())
