@@ -38,7 +38,7 @@ from .scoring import apply_map_operators, image_scores, map_operators, score_map
 _MAX_OPERATORS = 8
 # Size of the hidden pre-activations the folded head builds at once on a CPU: small enough
 # to stay in the cache between the product, LeakyReLU and the last layer (docs/performance.md).
-_CPU_CHUNK_BYTES = 4 << 20
+_CPU_CHUNK_BYTES = 8 << 20  # two images at 224 x 224 with 1024 hidden units
 
 
 def _resize(maps: torch.Tensor, size: tuple[int, int], out: torch.Tensor | None = None) -> torch.Tensor:
