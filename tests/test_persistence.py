@@ -135,6 +135,23 @@ def test_backbone_argument_is_refused_for_named_backbones(model_file):
         load(model_file, backbone=TinyNet())
 
 
+def test_files_written_before_batch_norm_folding_still_load(stripes, tmp_path, monkeypatch):
+    # Earlier versions kept the backbone's BatchNorm layers: their files store them apart.
+    images, _, _ = stripes
+    with monkeypatch.context() as patch:
+        patch.setattr(sksimplenet.backbones, "fold_batch_norms", lambda body: (body, {}))
+        old = SimpleNetDetector(**FAST).fit(images[:20])
+        old.save(tmp_path / "old.safetensors")
+    _, tensors = read_file(tmp_path / "old.safetensors")
+    assert any(name.endswith(".running_var") and name.startswith("extractor.") for name in tensors)
+    restored = load(tmp_path / "old.safetensors")
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in restored.model_.extractor.modules())
+    np.testing.assert_allclose(
+        restored.score_samples(images[25:35]), old.score_samples(images[25:35]), rtol=1e-4
+    )
+    np.testing.assert_allclose(restored.anomaly_map(images[25:27]), old.anomaly_map(images[25:27]), atol=1e-4)
+
+
 # ---------------------------------------------------------------------- errors at save
 def test_saving_an_unfitted_detector_raises():
     with pytest.raises(NotFittedError):
