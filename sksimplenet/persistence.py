@@ -22,7 +22,9 @@ parameters and only plain numbers are read into it.
 Compatibility rule: a file loads in any sksimplenet with the same major version as the one
 that wrote it (``1.x`` reads files of every ``1.y``); a file whose format version is unknown
 is refused. Parameters added to the estimator after a file was written take their defaults;
-parameters of the file that this version does not know are refused.
+parameters of the file that this version does not know are refused. Files written before the
+backbone's BatchNorm layers were folded into its convolutions store those layers apart;
+they are folded as the file is read.
 
 A custom ``nn.Module`` backbone cannot be stored safely (it is code): the file records its
 class name only, and :func:`load` needs the module, ``load(path, backbone=MyNet())``; its
