@@ -110,16 +110,11 @@ def _preactivations(hidden_maps, target_rows, bias, target, images: slice, out=N
     hidden = None if hidden is None else _rows(hidden)
     for rows, weight in target_rows:
         rows = rows[images].flatten(0, 1)
-        if hidden is None:
-            hidden = (
-                torch.addmm(bias, rows, weight)
-                if out is None
-                else torch.addmm(bias, rows, weight, out=_rows(out))
-            )
-        elif out is None:
-            hidden = torch.addmm(hidden, rows, weight)
-        else:
-            torch.addmm(hidden, rows, weight, out=hidden)  # accumulate in place
+        start = bias if hidden is None else hidden
+        if out is None:
+            hidden = torch.addmm(start, rows, weight)
+        else:  # into the buffer, or in place into what is already accumulated
+            hidden = torch.addmm(start, rows, weight, out=_rows(out) if hidden is None else hidden)
     return hidden
 
 
