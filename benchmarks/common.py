@@ -13,18 +13,31 @@ from PIL import Image
 
 import sksimplenet.backbones
 from sksimplenet.backbones import build_feature_extractor
-from sksimplenet.datasets import load_mtd
+from sksimplenet.datasets import load_mtd, load_mvtec
 from sksimplenet.features import embed_patches
 from sksimplenet.image_io import ImageDataset, preprocess
-from sksimplenet.scoring import image_scores, score_maps
+from sksimplenet.scoring import score_maps
 
-MTD_ROOT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mtd"
+DATASETS_ROOT = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+MTD_ROOT = DATASETS_ROOT / "mtd"
 
 
 def mtd_split(seed: int = 0, root=MTD_ROOT) -> dict:
     if not Path(root).is_dir():
         raise SystemExit(f"MTD not found at {root}")
     return load_mtd(root, random_state=seed)
+
+
+def dataset_split(name: str, seed: int = 0) -> dict:
+    """The train/test split of a named data set: ``"mtd"`` (seeded split), or an MVTec-layout
+    folder (``"elpv"`` under ``../shared/datasets``, or any path; its split is fixed and
+    ``seed`` is unused). Masks are None where the data set has none."""
+    if name == "mtd":
+        return mtd_split(seed)
+    root = Path(name) if Path(name).is_dir() else DATASETS_ROOT / name
+    if not root.is_dir():
+        raise SystemExit(f"no data set folder {root}")
+    return load_mvtec(root.parent, root.name, require_masks=False)
 
 
 def plain_layout(extractor):
@@ -45,14 +58,19 @@ def library_backbone(backbone: str, weights=None):
         return plain_layout(build_feature_extractor(backbone, None, weights))
 
 
-def masks_at(paths, resize=256, crop_size=224) -> np.ndarray:
-    """Ground-truth masks preprocessed like the images: (n, H, W) bool."""
-    out = []
-    for path in paths:
-        mask = torch.from_numpy(np.asarray(Image.open(path).convert("L")) > 0)[None].float()
-        mask = preprocess(mask, resize, crop_size)  # bilinear, then threshold at half
-        out.append(mask[0].numpy() >= 0.5)
-    return np.stack(out)
+def masks_at(paths, resize=256, crop_size=224) -> np.ndarray | None:
+    """Ground-truth masks preprocessed like the images: (n, H, W) bool, all False for an image
+    without a mask (a normal one); None when no image has a mask (image labels only)."""
+    if all(path is None for path in paths):
+        return None
+    out = {}
+    for index, path in enumerate(paths):
+        if path is not None:
+            mask = torch.from_numpy(np.asarray(Image.open(path).convert("L")) > 0)[None].float()
+            mask = preprocess(mask, resize, crop_size)  # bilinear, then threshold at half
+            out[index] = mask[0].numpy() >= 0.5
+    blank = np.zeros_like(next(iter(out.values())))
+    return np.stack([out.get(index, blank) for index in range(len(paths))])
 
 
 @torch.inference_mode()
@@ -76,18 +94,21 @@ def extract(
     return torch.cat(chunks)
 
 
-def cached_features(seed: int, cache_dir: Path, **kwargs) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """Train and test features of one MTD split, cached on disk by split and settings."""
-    split = mtd_split(seed)
+def cached_features(
+    seed: int, cache_dir: Path, dataset: str = "mtd", **kwargs
+) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Train and test features of one split of ``dataset``, cached on disk by split and settings."""
+    split = dataset_split(dataset, seed)
     key = "_".join(f"{k}={v}" for k, v in sorted(kwargs.items())).replace("/", "-").replace(" ", "")
     cache_dir.mkdir(parents=True, exist_ok=True)
-    path = cache_dir / f"mtd_seed{seed}_{key}.pt"
+    tag = Path(dataset).name
+    path = cache_dir / f"{tag}_seed{seed}_{key}.pt"
     if path.exists():
         data = torch.load(path)
     else:
-        # Features of every MTD image once; splits index into them.
+        # Features of every image once; splits index into them.
         everything = sorted(set(split["train_paths"]) | set(split["test_paths"]))
-        all_path = cache_dir / f"mtd_all_{key}.pt"
+        all_path = cache_dir / f"{tag}_all_{key}.pt"
         if all_path.exists():
             table = torch.load(all_path)
         else:
@@ -110,16 +131,20 @@ def knn_baseline(
 ) -> tuple[np.ndarray, np.ndarray]:
     """PatchCore-style reference: distance to the nearest patch of a random memory bank.
 
+    Maps: the patch distances upsampled and smoothed like SimpleNet's. Image score: the
+    largest raw patch distance, PatchCore's own rule (its authors score an image by its
+    most anomalous patch, before any upsampling or smoothing).
+
     Returns image scores (n,) and maps (n, H, W), higher = more anomalous.
     """
     bank = train.reshape(-1, train.shape[-1]).float()
     generator = torch.Generator().manual_seed(seed)
     bank = bank[torch.randperm(len(bank), generator=generator)[: int(bank_fraction * len(bank))]]
-    maps = []
+    maps, scores = [], []
     for start in range(0, len(test), 8):
         batch = test[start : start + 8].float()
         n, h, w, c = batch.shape
         distances = torch.cdist(batch.reshape(-1, c), bank).amin(dim=1).reshape(n, h, w)
+        scores.append(distances.flatten(1).amax(1))
         maps.append(score_maps(distances, size, smoothing_sigma))
-    maps = torch.cat(maps)
-    return image_scores(maps).numpy(), maps.numpy()
+    return torch.cat(scores).numpy(), torch.cat(maps).numpy()
