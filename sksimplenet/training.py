@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from .networks import add_gaussian_noise, truncated_l1_loss
+
+_VALIDATION_PATCHES = 16384  # held-out patches scored per epoch: a fixed, seeded subset
+
+
+@dataclass
+class TrainingHistory:
+    """What training records per epoch.
+
+    Attributes
+    ----------
+    loss : list of float
+        Mean training loss of each epoch.
+    validation : list of float
+        Held-out criterion of each epoch (see :func:`validation_loss`); empty when no
+        held-out features were given.
+    """
+
+    loss: list[float] = field(default_factory=list)
+    validation: list[float] = field(default_factory=list)
 
 
 def train_discriminator(
@@ -17,20 +38,23 @@ def train_discriminator(
     adaptor: nn.Module,
     discriminator: nn.Module,
     *,
-    epochs: int = 160,
-    batch_size: int = 4,
-    sigma: float = 0.015,
+    epochs: int,
+    batch_size: int,
+    sigma: float | tuple[float, ...],
     margin: float = 0.5,
     adaptor_lr: float = 1e-4,
     discriminator_lr: float = 2e-4,
     weight_decay: float = 1e-5,
     patch_fraction: float = 1.0,
+    lr_schedule: str = "constant",
+    weight_averaging: float | None = None,
+    validation_features: torch.Tensor | None = None,
     seed: int = 0,
     device: torch.device | str = "cpu",
     callback: Callable[[int, float], None] | None = None,
     progress: bool = False,
-) -> list[float]:
-    """Train the adaptor and discriminator on normal patch features; return the loss history.
+) -> TrainingHistory:
+    """Train the adaptor and discriminator on normal patch features; return their history.
 
     Each step takes the patches of ``batch_size`` images, adapts them (``q``), adds Gaussian
     noise (``q⁻ = q + ε``) and minimises the truncated L1 loss of the discriminator on both.
@@ -43,24 +67,33 @@ def train_discriminator(
         Cached frozen features of the normal training images (any float dtype, any device;
         moved batch by batch).
     scaler, adaptor, discriminator : nn.Module
-        Already on ``device``. ``scaler`` is fixed; the other two are trained in place.
+        Already on ``device``. ``scaler`` is fixed; the other two are trained in place and
+        end with the weights kept (the averaged ones with ``weight_averaging``).
     epochs, batch_size, sigma, margin, adaptor_lr, discriminator_lr, weight_decay
         The method's hyper-parameters (see :class:`~sksimplenet.SimpleNetDetector`).
     patch_fraction : float
         Share of each batch's patches used in a step, drawn at random; 1.0 (the paper)
         uses all. Smaller values make epochs proportionally cheaper.
+    lr_schedule : {"constant", "cosine"}
+        Learning rates held (the paper) or annealed to 0 along a cosine over all steps.
+    weight_averaging : float in (0, 1) or None
+        Decay per step of an exponential moving average of the weights; the average is
+        what training returns, so that the result does not hinge on the last few steps.
+        None keeps the last step's weights (the paper).
+    validation_features : Tensor, shape (n_held_out, h, w, feature_dim), optional
+        Normal images kept out of the steps: after each epoch :func:`validation_loss` of
+        the weights that would be returned is recorded.
     seed : int
         Seeds the image order, the patch subsets and the noise.
     callback : callable, optional
         Called as ``callback(epoch, mean_loss)`` after each epoch (0-based); it may raise to
         stop training.
     progress : bool
-        Show a progress bar over epochs.
+        Show a progress bar over epochs, with the last loss (and held-out criterion).
 
     Returns
     -------
-    list of float
-        Mean loss of each epoch.
+    TrainingHistory
 
     Raises
     ------
@@ -78,9 +111,17 @@ def train_discriminator(
         ],
         weight_decay=weight_decay,
     )
+    steps_per_epoch = -(-n_images // batch_size)
+    scheduler = None
+    if lr_schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
+    elif lr_schedule != "constant":
+        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
+    parameters = [*adaptor.parameters(), *discriminator.parameters()]
+    averager = _WeightAverage(parameters, weight_averaging) if weight_averaging is not None else None
     adaptor.train()
     discriminator.train()
-    history: list[float] = []
+    history = TrainingHistory()
     epoch_range = range(epochs)
     if progress:
         from tqdm.auto import tqdm
@@ -105,6 +146,10 @@ def train_discriminator(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            if averager is not None:
+                averager.update()
             total += loss.detach() * len(order[start : start + batch_size])
         mean_loss = float(total) / n_images
         if not math.isfinite(mean_loss):
@@ -113,15 +158,120 @@ def train_discriminator(
                 "non-finite or huge feature values (check the images and the backbone's "
                 "weights) or a learning rate that is too high."
             )
-        history.append(mean_loss)
+        history.loss.append(mean_loss)
+        if validation_features is not None:
+            with averager.swapped() if averager is not None else contextlib.nullcontext():
+                held_out = validation_loss(
+                    validation_features, scaler, adaptor, discriminator, sigma, margin, seed
+                )
+            history.validation.append(held_out)
+        if progress:
+            shown = {"loss": f"{mean_loss:.4f}"}
+            if history.validation:
+                shown["held-out"] = f"{history.validation[-1]:.4f}"
+            epoch_range.set_postfix(shown)
         if callback is not None:
             callback(epoch, mean_loss)
+    if averager is not None:
+        averager.copy_to_parameters()
     adaptor.eval()
     _recompute_batchnorm_statistics(
         features, scaler, adaptor, discriminator, batch_size, sigma, noise_generator, device
     )
     discriminator.eval()
     return history
+
+
+class _WeightAverage:
+    """Exponential moving average of parameters, updated in place after each step.
+
+    The decay ramps up as ``min(decay, (1 + t) / (10 + t))`` over the first steps ``t``, so
+    that a short training run is not dominated by its first weights.
+    """
+
+    def __init__(self, parameters: list[torch.Tensor], decay: float):
+        self.parameters = parameters
+        self.decay = decay
+        self.steps = 0
+        self.average = [p.detach().clone() for p in parameters]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.steps += 1
+        decay = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        torch._foreach_lerp_(self.average, [p.detach() for p in self.parameters], 1.0 - decay)
+
+    @torch.no_grad()
+    def copy_to_parameters(self) -> None:
+        torch._foreach_copy_(self.parameters, self.average)
+
+    @contextlib.contextmanager
+    def swapped(self):
+        """Run the block with the averaged weights in the parameters, then put the live ones back."""
+        with torch.no_grad():
+            live = [p.detach().clone() for p in self.parameters]
+            torch._foreach_copy_(self.parameters, self.average)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_(self.parameters, live)
+
+
+@torch.no_grad()
+def validation_loss(
+    features: torch.Tensor,
+    scaler: nn.Module,
+    adaptor: nn.Module,
+    discriminator: nn.Module,
+    sigma: float | tuple[float, ...],
+    margin: float = 0.5,
+    seed: int = 0,
+    max_patches: int = _VALIDATION_PATCHES,
+) -> float:
+    """Held-out criterion: the truncated L1 loss on held-out normal patches against copies
+    noised at **half** the training ``sigma``.
+
+    At the training noise the held-out loss reaches 0 with the training loss and can no
+    longer tell one epoch from another; at half the noise the task stays hard, so the value
+    keeps moving while the model changes. Lower is better. A fixed, seeded subset of at most
+    ``max_patches`` patches and fixed noise make epochs comparable. BatchNorm uses the
+    batch's statistics (normal and noised patches together), as in a training step; the
+    modules' running statistics are left untouched.
+
+    Parameters
+    ----------
+    features : Tensor, shape (n_images, h, w, feature_dim)
+        Held-out normal images' patch features.
+
+    Returns
+    -------
+    float
+    """
+    device = scaler.mean.device
+    patches = features.reshape(-1, features.shape[-1])
+    generator = torch.Generator().manual_seed(seed)
+    if len(patches) > max_patches:
+        patches = patches[torch.randperm(len(patches), generator=generator)[:max_patches].to(patches.device)]
+    half = tuple(s / 2 for s in sigma) if isinstance(sigma, (tuple, list)) else sigma / 2
+    noise_generator = torch.Generator(device=device).manual_seed(seed + 2)
+    norms = [m for m in discriminator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in norms]
+    training = adaptor.training, discriminator.training
+    adaptor.eval()
+    discriminator.train()
+    try:
+        normal_scores, anomalous_scores = _discriminate(
+            patches, scaler, adaptor, discriminator, half, noise_generator, device
+        )
+        return float(truncated_l1_loss(normal_scores, anomalous_scores, margin))
+    finally:
+        for norm, (mean, var, count) in zip(norms, saved):
+            norm.running_mean.copy_(mean)
+            norm.running_var.copy_(var)
+            norm.num_batches_tracked.copy_(count)
+        adaptor.train(training[0])
+        discriminator.train(training[1])
 
 
 def _discriminate(patches, scaler, adaptor, discriminator, sigma, generator, device):
@@ -164,3 +314,19 @@ def _recompute_batchnorm_statistics(
         _discriminate(patches, scaler, adaptor, discriminator, sigma, generator, device)
     for norm, momentum in zip(norms, momenta):
         norm.momentum = momentum
+
+
+def held_out_split(n_images: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded split of ``n_images`` training images into the ones trained on and the held-out ones.
+
+    ``ceil(fraction * n_images)`` images are held out, but at least one image is always
+    trained on: with fewer than two images, or ``fraction == 0``, none is held out.
+
+    Returns
+    -------
+    trained, held_out : list of int
+        Sorted image indices.
+    """
+    n_held_out = min(math.ceil(fraction * n_images), n_images - 1) if fraction > 0 else 0
+    order = torch.randperm(n_images, generator=torch.Generator().manual_seed(seed)).tolist()
+    return sorted(order[n_held_out:]), sorted(order[:n_held_out])

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from sksimplenet.networks import Adaptor, Discriminator, FeatureScaler
-from sksimplenet.training import train_discriminator
+from sksimplenet.training import held_out_split, train_discriminator, validation_loss
 
 
 def _parts(dim=8, seed=0):
@@ -18,16 +18,17 @@ def _features(seed=0):
 
 def test_loss_falls_when_noise_is_distinguishable():
     history = train_discriminator(
-        _features(), *_parts(), epochs=60, sigma=1.0, adaptor_lr=3e-3, discriminator_lr=3e-3, seed=0
+        _features(), *_parts(), epochs=60, batch_size=4, sigma=1.0, adaptor_lr=3e-3, discriminator_lr=3e-3
     )
-    assert len(history) == 60
-    assert history[-1] < 0.5 * history[0]
+    assert len(history.loss) == 60
+    assert history.loss[-1] < 0.5 * history.loss[0]
+    assert history.validation == []  # no held-out features given
 
 
 def test_training_is_reproducible_with_a_seed():
     a_parts, b_parts = _parts(), _parts()
-    a = train_discriminator(_features(), *a_parts, epochs=3, sigma=0.5, seed=7)
-    b = train_discriminator(_features(), *b_parts, epochs=3, sigma=0.5, seed=7)
+    a = train_discriminator(_features(), *a_parts, epochs=3, batch_size=4, sigma=0.5, seed=7)
+    b = train_discriminator(_features(), *b_parts, epochs=3, batch_size=4, sigma=0.5, seed=7)
     assert a == b
     assert torch.equal(a_parts[1].linear.weight, b_parts[1].linear.weight)
 
@@ -41,7 +42,9 @@ def test_callback_sees_every_epoch_and_can_stop_training():
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_discriminator(_features(), *_parts(), epochs=10, sigma=0.5, callback=stop_after_two)
+        train_discriminator(
+            _features(), *_parts(), epochs=10, batch_size=4, sigma=0.5, callback=stop_after_two
+        )
     assert [epoch for epoch, _ in seen] == [0, 1]
 
 
@@ -49,7 +52,7 @@ def test_non_finite_loss_names_the_epoch():
     features = _features()
     features[3, 0, 0, 0] = float("inf")
     with pytest.raises(FloatingPointError, match="epoch 1"):
-        train_discriminator(features, *_parts(), epochs=2, sigma=0.5)
+        train_discriminator(features, *_parts(), epochs=2, batch_size=4, sigma=0.5)
 
 
 def test_batchnorm_statistics_match_the_final_weights():
@@ -57,10 +60,99 @@ def test_batchnorm_statistics_match_the_final_weights():
     # values; training ends by recomputing them for the weights it keeps.
     scaler, adaptor, discriminator = _parts()
     features = _features()
-    train_discriminator(features, scaler, adaptor, discriminator, epochs=1, sigma=0.5, seed=0)
+    train_discriminator(features, scaler, adaptor, discriminator, epochs=1, batch_size=4, sigma=0.5)
     norm = discriminator.body[1]
     with torch.no_grad():
         hidden = discriminator.body[0](adaptor(scaler(features.reshape(-1, 8).float())))
     # The statistics cover normal and noised features; the normal half alone is close.
     assert torch.allclose(norm.running_mean, hidden.mean(0), atol=0.2)
     assert not torch.allclose(norm.running_var, torch.ones_like(norm.running_var))
+
+
+def test_weight_averaging_returns_the_average_of_the_steps():
+    # With a decay near 0 the average follows the last step; with a decay near 1 it stays
+    # between the first and the last weights, so the two results differ.
+    runs = {}
+    for decay in (None, 1e-6, 0.999):
+        scaler, adaptor, discriminator = _parts()
+        train_discriminator(
+            _features(),
+            scaler,
+            adaptor,
+            discriminator,
+            epochs=5,
+            batch_size=4,
+            sigma=0.5,
+            weight_averaging=decay,
+        )
+        runs[decay] = adaptor.linear.weight.detach().clone()
+    torch.testing.assert_close(runs[1e-6], runs[None])
+    assert not torch.allclose(runs[0.999], runs[None], atol=1e-4)
+    initial = _parts()[1].linear.weight
+    # The slow average lies closer to the start than the last step does.
+    assert (runs[0.999] - initial).norm() < (runs[None] - initial).norm()
+
+
+def _final_step(schedule: str) -> float:
+    """Size of the adaptor's change over the last epoch of a 6-epoch run."""
+    scaler, adaptor, discriminator = _parts()
+    weights = []
+
+    def record(epoch, loss):
+        weights.append(adaptor.linear.weight.clone())
+
+    train_discriminator(
+        _features(),
+        scaler,
+        adaptor,
+        discriminator,
+        epochs=6,
+        batch_size=4,
+        sigma=0.5,
+        lr_schedule=schedule,
+        callback=record,
+    )
+    return float((weights[-1] - weights[-2]).norm())
+
+
+def test_cosine_schedule_ends_with_smaller_steps_than_constant():
+    assert _final_step("cosine") < 0.2 * _final_step("constant")
+    with pytest.raises(ValueError, match="lr_schedule"):
+        train_discriminator(_features(), *_parts(), epochs=1, batch_size=4, sigma=0.5, lr_schedule="step")
+
+
+def test_held_out_criterion_is_recorded_per_epoch_and_falls():
+    history = train_discriminator(
+        _features(0),
+        *_parts(),
+        epochs=30,
+        batch_size=4,
+        sigma=1.0,
+        adaptor_lr=3e-3,
+        discriminator_lr=3e-3,
+        validation_features=_features(1)[:4],
+    )
+    assert len(history.validation) == 30
+    assert history.validation[-1] < history.validation[0]
+
+
+def test_validation_loss_leaves_batchnorm_statistics_alone():
+    scaler, adaptor, discriminator = _parts()
+    norm = discriminator.body[1]
+    before = norm.running_mean.clone(), norm.running_var.clone()
+    value = validation_loss(_features(), scaler, adaptor, discriminator, sigma=0.5)
+    again = validation_loss(_features(), scaler, adaptor, discriminator, sigma=0.5)
+    assert value == again > 0  # seeded subset and noise: the same number twice
+    torch.testing.assert_close(norm.running_mean, before[0])
+    torch.testing.assert_close(norm.running_var, before[1])
+
+
+@pytest.mark.parametrize(
+    ("n_images", "fraction", "n_held_out"),
+    [(100, 0.1, 10), (20, 0.1, 2), (5, 0.1, 1), (1, 0.5, 0), (9, 0.0, 0)],
+)
+def test_held_out_split_is_seeded_disjoint_and_complete(n_images, fraction, n_held_out):
+    trained, held_out = held_out_split(n_images, fraction, seed=3)
+    assert len(held_out) == n_held_out
+    assert sorted(trained + held_out) == list(range(n_images))
+    assert held_out_split(n_images, fraction, seed=3) == (trained, held_out)
