@@ -226,6 +226,53 @@ def image_size(item) -> tuple[int, int]:
     return tuple(int(s) for s in item.shape[-2:])
 
 
+def _pair(size: int | Sequence[int]) -> tuple[int, int]:
+    values = (size,) if isinstance(size, int) else tuple(int(v) for v in size)
+    return (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
+
+
+def resized_size(size: tuple[int, int], resize: int | Sequence[int] | None) -> tuple[int, int]:
+    """``(height, width)`` of an image of ``size`` after :func:`preprocess`'s resize step.
+
+    An int (or a 1-sequence) sets the shorter side and keeps the aspect ratio, with
+    torchvision's rounding; ``(height, width)`` sets both; None keeps ``size``.
+    """
+    height, width = size
+    if resize is None:
+        return height, width
+    if isinstance(resize, int) or len(resize) == 1:
+        short = int(resize if isinstance(resize, int) else resize[0])
+        if height <= width:
+            return short, int(short * width / height)
+        return int(short * height / width), short
+    return _pair(resize)
+
+
+def crop_box(
+    size: tuple[int, int], resize: int | Sequence[int] | None, crop_size: int | Sequence[int] | None
+) -> tuple[float, float, float, float]:
+    """The part of an image of ``size`` that the network sees, in the image's own pixels.
+
+    The inverse of :func:`preprocess`'s geometry: the centre crop's edges mapped back
+    through the resize.
+
+    Returns
+    -------
+    top, left, bottom, right : float
+        Edges in original pixel coordinates; ``(0, 0, height, width)`` when nothing is cut.
+    """
+    height, width = size
+    resized_h, resized_w = resized_size(size, resize)
+    if crop_size is None:
+        return 0.0, 0.0, float(height), float(width)
+    crop_h, crop_w = _pair(crop_size)
+    crop_h, crop_w = min(crop_h, resized_h), min(crop_w, resized_w)
+    # torchvision's centre crop: top = round((H - h) / 2).
+    top, left = int(round((resized_h - crop_h) / 2.0)), int(round((resized_w - crop_w) / 2.0))
+    scale_y, scale_x = height / resized_h, width / resized_w
+    return top * scale_y, left * scale_x, (top + crop_h) * scale_y, (left + crop_w) * scale_x
+
+
 def preprocess(
     image: torch.Tensor, resize: int | Sequence[int] | None = 256, crop_size: int | Sequence[int] | None = 224
 ) -> torch.Tensor:
@@ -233,6 +280,7 @@ def preprocess(
 
     ``resize`` as an int scales the shorter side to it (keeping the aspect ratio); as
     ``(height, width)`` it sets both. ``crop_size`` None keeps the whole resized image.
+    :func:`crop_box` maps the result back onto the image.
     """
     if resize is not None:
         size = [resize] if isinstance(resize, int) else list(resize)
