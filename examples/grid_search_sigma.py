@@ -39,7 +39,9 @@ def main(argv: list[str] | None = None) -> None:
         resize=64,
         crop_size=None,
         feature_scaling="standardize",  # sigma in units of each feature's spread
-        epochs=2 if args.quick else 4,
+        epochs=2 if args.quick else 4,  # a short schedule of small batches keeps the demo fast
+        batch_size=4,
+        patch_fraction=1.0,
         device="cpu",
         random_state=0,
     )

@@ -25,9 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("root", help="folder holding train/<class>/ and test/<class>/")
     parser.add_argument("--classes", nargs="+", help="classes to take as normal; default: all")
     parser.add_argument("--backbone", default="wide_resnet50_2")
-    parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--resize", type=int, default=256)
-    parser.add_argument("--crop-size", type=int, default=224)
+    parser.add_argument("--epochs", type=int, help="default: the detector's (about 1,000 steps)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -35,9 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     def make_detector() -> SimpleNetDetector:
         return SimpleNetDetector(
             backbone=args.backbone,
-            epochs=args.epochs,
-            resize=args.resize,
-            crop_size=args.crop_size,
+            epochs=args.epochs or "auto",
             device=args.device,
             n_jobs=-1,  # decode the image files in parallel
             random_state=args.seed,

@@ -38,8 +38,9 @@ def model_card(detector) -> str:
     -------
     str
         One ``name: value`` line each for the backbone, its layers and weights, the input
-        size, the patch-feature shape, the number of training images and epochs, the final
-        training loss, the decision threshold ``offset_`` and the training time ``fit_time_``.
+        size, the patch-feature shape, the number of training images and epochs, the number
+        of held-out images, the final training loss and held-out criterion, the decision
+        threshold ``threshold_`` and the training time ``fit_time_``.
 
     Raises
     ------
@@ -49,6 +50,7 @@ def model_card(detector) -> str:
     check_is_fitted(detector, "model_")
     backbone = detector.backbone if isinstance(detector.backbone, str) else type(detector.backbone).__name__
     losses = detector.loss_history_
+    held_out = getattr(detector, "validation_history_", [])
     rows = [
         ("backbone", backbone),
         ("layers", ", ".join(detector.model_.extractor.layers)),
@@ -61,8 +63,10 @@ def model_card(detector) -> str:
         ("feature shape", _size(detector.feature_shape_) + " (h x w x channels)"),
         ("training images", str(detector.n_train_images_)),
         ("epochs", str(len(losses))),
+        ("held-out images", str(getattr(detector, "n_held_out_images_", 0))),
         ("final loss", f"{losses[-1]:.4g}" if losses else "n/a"),
-        ("threshold", f"offset_ = {detector.offset_:.6g} (contamination={detector.contamination!r})"),
+        ("final held-out criterion", f"{held_out[-1]:.4g}" if held_out else "n/a"),
+        ("threshold", f"threshold_ = {detector.threshold_:.6g} (contamination={detector.contamination!r})"),
         ("fit time", f"{detector.fit_time_:.1f} s"),
     ]
     width = max(len(name) for name, _ in rows)

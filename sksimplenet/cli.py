@@ -40,10 +40,10 @@ METRIC_NAMES = {
     "aupro": "AUPRO",
     "pixel_f1_max": "pixel F1-max",
 }
-# The demo: generated stripes, the offline ImageNet backbone, small images, a few epochs.
+# The demo: generated stripes, the offline ImageNet backbone, small images, the default schedule.
 DEMO_DATA = dict(n_normal=30, n_anomalous=15, texture="stripes", size=96, random_state=0)
 DEMO_N_TRAIN = 20
-DEMO_DETECTOR = dict(backbone="efficientnet_lite0", resize=96, crop_size=None, epochs=8, random_state=0)
+DEMO_DETECTOR = dict(backbone="efficientnet_lite0", resize=96, crop_size=None, epochs="auto", random_state=0)
 # Features standardised per channel make the noise scale the same on any backbone; older
 # versions of the detector without that setting use their default noise.
 DEMO_SCALED = dict(feature_scaling="standardize", sigma=0.3)
@@ -418,6 +418,16 @@ def _demo(args) -> None:
 
 
 # ----------------------------------------------------------------------------- parser
+def _epochs(text: str) -> int | str:
+    """``--epochs``: a positive integer or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'auto', got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``sksimplenet`` argument parser (subcommands ``fit``, ``evaluate``, ``predict``, ``demo``)."""
     parser = _Parser(
@@ -452,7 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dataset_options(fit, LAYOUTS)
     fit.add_argument("--backbone", help="e.g. wide_resnet50_2 (default), resnet18, efficientnet_lite0")
-    fit.add_argument("--epochs", type=int)
+    fit.add_argument("--epochs", type=_epochs, help='an integer or "auto" (about 1,000 steps; the default)')
     fit.add_argument("--sigma", type=float, help="noise standard deviation")
     fit.add_argument("--feature-scaling", choices=("none", "standardize"))
     fit.add_argument("--resize", type=_size, help="N (shorter side) or H,W")
@@ -500,7 +510,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="sksimplenet_demo",
         help="where overlays go (default: %(default)s)",
     )
-    demo.add_argument("--epochs", type=int, help=f"training epochs (default: {DEMO_DETECTOR['epochs']})")
+    demo.add_argument(
+        "--epochs", type=_epochs, help=f"training epochs, or auto (default: {DEMO_DETECTOR['epochs']})"
+    )
     demo.add_argument("--device", help="default: cpu")
     demo.set_defaults(run=_demo)
     return parser

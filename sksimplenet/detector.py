@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 import numbers
 import os
 import threading
@@ -20,17 +21,35 @@ from torch.nn import functional as F
 
 from .backbones import build_feature_extractor
 from .cache import FeatureCache
-from .image_io import ImageDataset, as_image_list, image_size
+from .image_io import ImageDataset, as_image_list, crop_box, image_size
 from .model import SimpleNetModel
-from .training import train_discriminator
+from .training import held_out_split, train_discriminator
 
 _INFERENCE_BATCH = 16
+_AUTO_STEPS = 1000  # training steps of epochs="auto" (docs/quality.md)
 _GPU_INFERENCE_BATCH = 64  # a GPU needs larger batches to be busy
 
 #: The paper's exact configuration where it differs from this package's defaults:
-#: ``SimpleNetDetector(**PAPER_PARAMS)`` runs SimpleNet as published (the official
-#: code's Xavier initialisation for the adaptor, which the paper leaves open).
-PAPER_PARAMS = {"feature_scaling": None, "sigma": 0.015, "adaptor_init": "xavier", "image_score": "max"}
+#: ``SimpleNetDetector(**PAPER_PARAMS)`` runs SimpleNet as published: raw features with
+#: sigma=0.015, the map's maximum as image score, 160 epochs of 4 images with every patch,
+#: the last step's weights, every training image in the gradient steps, resize 256 and
+#: centre crop 224 (and the official code's Xavier initialisation for the adaptor, which
+#: the paper leaves open).
+PAPER_PARAMS = {
+    "feature_scaling": None,
+    "sigma": 0.015,
+    "adaptor_init": "xavier",
+    "image_score": "max",
+    "epochs": 160,
+    "batch_size": 4,
+    "patch_fraction": 1.0,
+    "weight_averaging": None,
+    "validation_fraction": 0.0,
+    "resize": 256,
+    "crop_size": 224,
+}
+#: The share of held-out normal images scored above the threshold with ``contamination="auto"``.
+AUTO_CONTAMINATION = 0.01
 _CACHE_DTYPES = {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}
 # Serialises moving a fitted model between devices, so that concurrent scoring never sees a
 # model half-way through a move.
@@ -76,6 +95,23 @@ def _is_number(value, kind=numbers.Real) -> bool:
     return isinstance(value, kind) and not isinstance(value, bool)
 
 
+def _warn_if_cropped(image, resize, crop_size) -> None:
+    """Warn when the centre crop cuts part of (the first) training image away."""
+    if crop_size is None:
+        return
+    size = image_size(image)
+    top, left, bottom, right = crop_box(size, resize, crop_size)
+    seen = (bottom - top) * (right - left) / (size[0] * size[1])
+    if seen < 0.999:
+        warnings.warn(
+            f"crop_size={crop_size!r} cuts {1 - seen:.0%} of each image away (the first training "
+            f"image, {size[0]}x{size[1]} pixels, after resize={resize!r}): defects there are never "
+            "seen. Set crop_size=None to keep the whole image.",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
 def _resolve_device(device: str | torch.device, fitting: bool) -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -94,7 +130,14 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
     Frozen backbone features of every image position are adapted by a linear layer; a
     small discriminator learns to tell them from copies with Gaussian noise added. At
     inference ``-D`` is the anomaly score of each position, upsampled to the input
-    resolution and smoothed; the image score is the map's maximum.
+    resolution and smoothed; the image score is the mean of the map's top 1 % (its maximum
+    in the paper).
+
+    ``fit`` keeps a seeded share of the training images (``validation_fraction``) out of
+    the gradient steps. Those held-out normal images, never test data, track a criterion
+    per epoch (``validation_history_``) and set the decision threshold (``threshold_``).
+    The defaults differ from the paper where measurements on real data support it
+    (``docs/quality.md``); ``SimpleNetDetector(**PAPER_PARAMS)`` is the paper's setup.
 
     Parameters
     ----------
@@ -126,13 +169,24 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         Width of the discriminator's hidden layer.
     margin : float, default=0.5
         Truncation thresholds of the L1 loss (``th+ = th- = margin``).
-    epochs : int, default=160
-        Passes over the training images; the last epoch's model is kept.
-    batch_size : int, default=4
-        Images per training step.
-    patch_fraction : float in (0, 1], default=1.0
-        Share of each step's patches used, drawn at random. 1.0 (the paper) uses every
-        position; smaller values make CPU training proportionally faster.
+    epochs : int or "auto", default="auto"
+        Passes over the training images (the paper: 160). ``"auto"``: as many as make
+        about 1,000 training steps (``ceil(1000 / steps per epoch)``), so that a small
+        training set is not under-trained and a large one takes minutes, not hours.
+    batch_size : int, default=32
+        Images per training step (the paper: 4).
+    patch_fraction : float in (0, 1], default=0.125
+        Share of each step's patches used, drawn at random. With ``batch_size=32`` a step
+        sees as many patches as the paper's steps of 4 images with every position (1.0).
+    weight_averaging : float in (0, 1) or None, default=0.99
+        Decay per step of an exponential moving average of the adaptor's and the
+        discriminator's weights; the average is the fitted model, so that it does not
+        hinge on the last few steps. None keeps the last step's weights (the paper).
+    validation_fraction : float in [0, 0.5], default=0.1
+        Share of the training images held out of the gradient steps, drawn with
+        ``random_state``. They record ``validation_history_`` and set ``threshold_``. 0
+        trains on every image and sets the threshold from the training images' own
+        scores, which are lower than new images' (more false alarms).
     adaptor_lr, discriminator_lr : float, default=1e-4, 2e-4
         Adam learning rates.
     weight_decay : float, default=1e-5
@@ -143,18 +197,21 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         Initial adaptor weights: Xavier-normal as the official code (the paper leaves it
         open), or the identity map. Identity gave better MTD maps after long training but
         inverted maps after a few dozen steps, so it is not the default.
-    resize : int or (int, int), default=256
-        Images are resized to this (an int sets the shorter side) ...
-    crop_size : int, (int, int) or None, default=224
-        ... then centre-cropped to this; None keeps the whole resized image.
+    resize : int or (int, int), default=(224, 224)
+        Images are resized to this: ``(height, width)`` squashes every image to that size,
+        keeping all of its content; an int sets the shorter side (the paper: 256) ...
+    crop_size : int, (int, int) or None, default=None
+        ... then centre-cropped to this (the paper: 224); None keeps the whole resized
+        image. ``fit`` warns when the crop cuts image content away.
     smoothing_sigma : float, default=4.0
         Gaussian smoothing of the anomaly map, in pixels of the cropped image.
     image_score : "max" or float in (0, 1], default=0.01
         Image anomaly score from the map: the mean of its highest ``image_score`` share
         of pixels (the top 1 % by default), or its maximum with ``"max"`` (the paper).
     contamination : "auto" or float in (0, 0.5], default="auto"
-        ``"auto"``: the discriminator's own boundary (``D = 0``) separates inliers from
-        outliers. A float: that share of the training images is scored as outliers.
+        Expected share of normal images that ``predict`` flags as outliers: the threshold
+        is the ``1 - contamination`` quantile of the held-out normal images' image scores
+        (of the training images' with ``validation_fraction=0``). ``"auto"``: 0.01.
     cache_dtype : {"float16", "bfloat16", "float32"}, default="float16"
         Storage type of the training feature cache.
     cache_dir : str, path or None, default=None
@@ -179,10 +236,20 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         The fitted network (frozen extractor, scaler, adaptor, discriminator).
     loss_history_ : list of float
         Mean training loss of each epoch.
+    validation_history_ : list of float
+        Held-out criterion of each epoch, lower = better: the truncated L1 loss of the
+        held-out normal patches against copies noised at half ``sigma``
+        (:func:`sksimplenet.training.validation_loss`). Empty with ``validation_fraction=0``.
+    threshold_ : float
+        Image anomaly score above which ``predict`` answers -1 (higher = more anomalous).
     offset_ : float
-        ``decision_function = score_samples - offset_``.
+        ``-threshold_``: ``decision_function = score_samples - offset_``.
     n_train_images_ : int
-        Number of images trained on.
+        Number of images in the gradient steps.
+    n_held_out_images_ : int
+        Number of training images held out (``validation_fraction``).
+    held_out_indices_ : list of int
+        Positions in ``X`` of the held-out images.
     feature_shape_ : tuple of int
         ``(h, w, feature_dim)`` of the patch features of one image.
     input_size_ : tuple of int
@@ -203,16 +270,18 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         sigma=0.3,
         hidden_dim=1024,
         margin=0.5,
-        epochs=160,
-        batch_size=4,
-        patch_fraction=1.0,
+        epochs="auto",
+        batch_size=32,
+        patch_fraction=0.125,
+        weight_averaging=0.99,
+        validation_fraction=0.1,
         adaptor_lr=1e-4,
         discriminator_lr=2e-4,
         weight_decay=1e-5,
         adaptor_bias=False,
         adaptor_init="xavier",
-        resize=256,
-        crop_size=224,
+        resize=(224, 224),
+        crop_size=None,
         smoothing_sigma=4.0,
         image_score=0.01,
         contamination="auto",
@@ -235,6 +304,8 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         self.epochs = epochs
         self.batch_size = batch_size
         self.patch_fraction = patch_fraction
+        self.weight_averaging = weight_averaging
+        self.validation_fraction = validation_fraction
         self.adaptor_lr = adaptor_lr
         self.discriminator_lr = discriminator_lr
         self.weight_decay = weight_decay
@@ -269,12 +340,20 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
                     f"{name} must be {'an integer' if integer else 'a number'} {bound}, got {value!r}"
                 )
 
-        for name in ("epochs", "batch_size", "hidden_dim", "patch_size"):
+        if self.epochs != "auto":
+            positive("epochs", integer=True)
+        for name in ("batch_size", "hidden_dim", "patch_size"):
             positive(name, integer=True)
         for name in ("adaptor_lr", "discriminator_lr", "margin", "patch_fraction"):
             positive(name)
         if self.patch_fraction > 1:
             raise ValueError(f"patch_fraction must be in (0, 1], got {self.patch_fraction!r}")
+        averaging = self.weight_averaging
+        if averaging is not None and not (_is_number(averaging) and 0 < averaging < 1):
+            raise ValueError(f"weight_averaging must be None or a float in (0, 1), got {averaging!r}")
+        fraction = self.validation_fraction
+        if not (_is_number(fraction) and 0 <= fraction <= 0.5):
+            raise ValueError(f"validation_fraction must be a float in [0, 0.5], got {fraction!r}")
         if isinstance(self.sigma, (tuple, list)):
             valid = [_is_number(v) and np.isfinite(v) and v > 0 for v in self.sigma]
             if not valid or not all(valid):
@@ -397,16 +476,20 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         start = time.perf_counter()
         self._validate_params()
         images = as_image_list(X)
-        positions = None
+        positions = list(range(len(images)))
         if y is not None:
             y = np.asarray(y)
             if y.shape != (len(images),):
                 raise ValueError(f"y has shape {y.shape}, expected ({len(images)},)")
             positions = np.flatnonzero(y != -1).tolist()
-            images = [images[position] for position in positions]
-            if not images:
+            if not positions:
                 raise ValueError("Every image is labelled -1 (anomalous): nothing normal to train on")
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        trained, held_out = held_out_split(len(positions), self.validation_fraction, seed)
+        # Held-out images last, so that both parts of the feature cache are views.
+        positions = [positions[i] for i in trained + held_out]
+        images = [images[position] for position in positions]
+        _warn_if_cropped(images[0], self.resize, self.crop_size)
         device = _resolve_device(self.device, fitting=True)
 
         # torchvision initialises random weights (weights=None) from the global generator:
@@ -418,35 +501,46 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         probe = self._make_model(extractor, 1)
         with FeatureCache(len(images), _CACHE_DTYPES[self.cache_dtype], device, self.cache_dir) as cache:
             input_size = self._extract_features(probe, images, device, cache, positions)
-            model, loss_history, train_scores = self._train(extractor, cache.tensor, input_size, seed, device)
+            features = cache.tensor[: len(trained)]
+            validation = cache.tensor[len(trained) :] if held_out else None
+            model, history = self._train(extractor, features, validation, seed, device)
+            calibration = features if validation is None else validation
+            scores = self._scores_from_features(model, calibration, input_size, device)
             feature_shape = tuple(cache.tensor.shape[1:])
 
+        contamination = AUTO_CONTAMINATION if self.contamination == "auto" else self.contamination
         # Only now, with everything computed, does the estimator change.
         self.model_ = model
-        self.loss_history_ = loss_history
+        self.loss_history_ = history.loss
+        self.validation_history_ = history.validation
         self.feature_shape_ = feature_shape
         self.input_size_ = input_size
-        self.n_train_images_ = len(images)
-        self.offset_ = (
-            0.0
-            if self.contamination == "auto"
-            else float(np.percentile(-train_scores, 100.0 * self.contamination))
-        )
+        self.n_train_images_ = len(trained)
+        self.n_held_out_images_ = len(held_out)
+        self.held_out_indices_ = positions[len(trained) :]
+        self.threshold_ = float(np.quantile(scores, 1.0 - contamination))
+        self.offset_ = -self.threshold_
         self.fit_time_ = time.perf_counter() - start
         return self
 
-    def _train(self, extractor, features: torch.Tensor, input_size, seed: int, device):
-        """The network trained on cached ``features``, its loss history and its training scores."""
+    def _epochs(self, n_images: int) -> int:
+        """``epochs``, with ``"auto"`` resolved for ``n_images`` training images."""
+        if self.epochs != "auto":
+            return int(self.epochs)
+        return math.ceil(_AUTO_STEPS / math.ceil(n_images / self.batch_size))
+
+    def _train(self, extractor, features: torch.Tensor, validation: torch.Tensor | None, seed: int, device):
+        """The network trained on cached ``features`` and its :class:`TrainingHistory`."""
         model = self._make_model(extractor, features.shape[-1], torch.Generator().manual_seed(seed))
         if self.feature_scaling == "standardize":
             model.scaler.fit(features.reshape(-1, features.shape[-1]))
         model.to(device)
-        loss_history = train_discriminator(
+        history = train_discriminator(
             features,
             model.scaler,
             model.adaptor,
             model.discriminator,
-            epochs=self.epochs,
+            epochs=self._epochs(len(features)),
             batch_size=self.batch_size,
             patch_fraction=self.patch_fraction,
             sigma=tuple(self.sigma) if isinstance(self.sigma, (tuple, list)) else self.sigma,
@@ -454,12 +548,14 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
             adaptor_lr=self.adaptor_lr,
             discriminator_lr=self.discriminator_lr,
             weight_decay=self.weight_decay,
+            weight_averaging=self.weight_averaging,
+            validation_features=validation,
             seed=seed,
             device=device,
             progress=self.verbose,
         )
         model.eval()
-        return model, loss_history, self._scores_from_features(model, features, input_size, device)
+        return model, history
 
     @torch.inference_mode()
     def _scores_from_features(
@@ -552,8 +648,9 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         X : sequence of images or array-like
         original_size : bool, default=False
             False: maps at the network's input resolution (after resize and crop).
-            True: each map resized back onto its image's original pixel grid; the border
-            the centre crop removed takes the nearest map value.
+            True: each map resized back onto its image's original pixel grid. Pixels the
+            centre crop removed were never seen: they are NaN (``crop_size=None``, the
+            default, removes none).
         return_scores : bool, default=False
             Also return the image anomaly scores, from the same pass through the network:
             ``anomaly_map(X, return_scores=True)`` costs what ``anomaly_map(X)`` does, and
@@ -576,23 +673,16 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         return (arrays, scores) if return_scores else arrays
 
     def _to_original_size(self, anomaly_map: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        height, width = size
-        if self.resize is None:
-            resized = (height, width)
-        elif isinstance(self.resize, numbers.Integral) or len(self.resize) == 1:
-            short = int(self.resize if isinstance(self.resize, numbers.Integral) else self.resize[0])
-            scale = short / min(height, width)
-            resized = (short, int(width * scale)) if height <= width else (int(height * scale), short)
-        else:
-            resized = tuple(int(v) for v in self.resize)
-        crop_h, crop_w = anomaly_map.shape
-        top = int(round((resized[0] - crop_h) / 2.0))
-        left = int(round((resized[1] - crop_w) / 2.0))
-        pads = (left, resized[1] - crop_w - left, top, resized[0] - crop_h - top)
-        framed = (
-            F.pad(anomaly_map[None, None], pads, mode="replicate") if any(pads) else anomaly_map[None, None]
-        )
-        return F.interpolate(framed, size=(height, width), mode="bilinear", align_corners=False)[0, 0]
+        """The map on the image's own pixel grid; pixels the centre crop cut away are NaN."""
+        top, left, bottom, right = (int(round(v)) for v in crop_box(size, self.resize, self.crop_size))
+        seen = F.interpolate(
+            anomaly_map[None, None], size=(bottom - top, right - left), mode="bilinear", align_corners=False
+        )[0, 0]
+        if (top, left, bottom, right) == (0, 0, *size):
+            return seen
+        framed = torch.full(size, float("nan"), dtype=seen.dtype)
+        framed[top:bottom, left:right] = seen
+        return framed
 
     # ------------------------------------------------------------------ persistence
     def __getstate__(self):

@@ -10,8 +10,11 @@ with the rest:
 - ``package_version``: the ``sksimplenet.__version__`` that wrote the file,
 - ``params``: ``get_params()``; tuples, paths and torchvision weight enums are tagged so
   that they come back as the same types,
-- ``fitted``: the fitted attributes (``offset_``, ``loss_history_``, ``n_train_images_``,
-  ``feature_shape_``, ``input_size_``, ``fit_time_``, ...), everything but ``model_``.
+- ``fitted``: the fitted attributes (``offset_``, ``threshold_``, ``loss_history_``,
+  ``validation_history_``, ``n_train_images_``, ``feature_shape_``, ``input_size_``,
+  ``fit_time_``, ...), everything but ``model_``. Files written before ``threshold_``,
+  ``validation_history_``, ``n_held_out_images_`` and ``held_out_indices_`` existed load
+  with ``-offset_``, ``[]``, 0 and ``[]``.
 
 A SHA-256 digest of the JSON document and of every tensor is stored next to it, so a file
 that was truncated, corrupted or edited after it was written is refused. The digest guards
@@ -383,4 +386,9 @@ def load(path: str | os.PathLike, backbone: nn.Module | None = None) -> SimpleNe
     detector.model_ = model
     for name, value in fitted.items():
         setattr(detector, name, value)
+    # Files written before held-out images existed: what those fits amount to.
+    detector.__dict__.setdefault("threshold_", -float(detector.offset_))
+    detector.__dict__.setdefault("validation_history_", [])
+    detector.__dict__.setdefault("n_held_out_images_", 0)
+    detector.__dict__.setdefault("held_out_indices_", [])
     return detector

@@ -9,16 +9,26 @@ from sksimplenet.datasets import make_synthetic
 
 MTD_ROOT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mtd"
 
-# Small and fast: the offline ImageNet backbone on 96-pixel images, a few epochs.
-FAST = dict(backbone="efficientnet_lite0", resize=96, crop_size=None, epochs=4, random_state=0, device="cpu")
+# Small and fast: the offline ImageNet backbone on 96-pixel images, a few epochs of 4 images
+# with every patch (a few dozen steps).
+FAST = dict(
+    backbone="efficientnet_lite0",
+    resize=96,
+    epochs=4,
+    batch_size=4,
+    patch_fraction=1.0,
+    random_state=0,
+    device="cpu",
+)
 
 # Smaller still, for tests that fit many detectors: 64-pixel images, one epoch, a narrow
 # discriminator. The packaged weights keep separate fits with one seed equal.
 TINY = dict(
     backbone="efficientnet_lite0",
     resize=64,
-    crop_size=None,
     epochs=1,
+    batch_size=4,
+    patch_fraction=1.0,
     hidden_dim=64,
     device="cpu",
     random_state=0,

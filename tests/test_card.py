@@ -9,7 +9,7 @@ from sksimplenet import SimpleNetDetector
 from sksimplenet.card import model_card
 from sksimplenet.datasets import make_synthetic
 
-SMALL = dict(resize=64, crop_size=None, epochs=2, hidden_dim=32, device="cpu", random_state=0)
+SMALL = dict(resize=64, epochs=2, batch_size=4, hidden_dim=32, device="cpu", random_state=0)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,9 @@ def test_summary_of_a_named_backbone(images):
         "feature shape",
         "training images",
         "epochs",
+        "held-out images",
         "final loss",
+        "final held-out criterion",
         "threshold",
         "fit time",
     ]
@@ -51,12 +53,13 @@ def test_summary_of_a_named_backbone(images):
     assert fields["weights"] == "None (random initialisation)"
     assert fields["input size"] == "64 x 64 (resize=64, crop_size=None)"
     assert fields["feature shape"] == "8 x 8 x 384 (h x w x channels)"  # 128 + 256 channels at stride 8
-    assert fields["training images"] == "6"
+    assert fields["training images"] == "5" and fields["held-out images"] == "1"
     assert fields["epochs"] == "2" and len(detector.loss_history_) == 2
     assert float(fields["final loss"]) == pytest.approx(detector.loss_history_[-1], rel=1e-3)
-    assert detector.offset_ != 0.0
-    offset = float(fields["threshold"].split("=")[1].split("(")[0])
-    assert offset == pytest.approx(detector.offset_, rel=1e-5)
+    held_out = float(fields["final held-out criterion"])
+    assert held_out == pytest.approx(detector.validation_history_[-1], rel=1e-3)
+    threshold = float(fields["threshold"].split("=")[1].split("(")[0])
+    assert threshold == pytest.approx(detector.threshold_, rel=1e-5)
     assert fields["threshold"].endswith("(contamination=0.2)")
     assert float(fields["fit time"].removesuffix(" s")) == pytest.approx(detector.fit_time_, abs=0.05)
     # The repr stays scikit-learn's: the parameters, fitted or not.
@@ -70,8 +73,8 @@ def test_summary_of_a_module_backbone(images):
     assert fields["weights"] == "the module's own"
     assert fields["layers"] == "layer2"
     assert fields["feature shape"] == "8 x 8 x 128 (h x w x channels)"
-    assert fields["training images"] == "3"
-    assert fields["threshold"] == "offset_ = 0 (contamination='auto')"
+    assert fields["training images"] == "2" and fields["held-out images"] == "1"
+    assert fields["threshold"] == f"threshold_ = {detector.threshold_:.6g} (contamination='auto')"
     assert np.isfinite(float(fields["final loss"]))
 
 

@@ -77,7 +77,7 @@ def model_path(mvtec_root, tmp_path_factory):
 
 def test_demo_prints_good_metrics_and_writes_overlays(tmp_path, capsys):
     pytest.importorskip("matplotlib")
-    code = main(["--quiet", "demo", "-o", str(tmp_path)])
+    code = main(["--quiet", "demo", "-o", str(tmp_path), "--epochs", "100"])
 
     output = capsys.readouterr().out
     assert code == 0
@@ -97,7 +97,7 @@ def test_fit_saves_a_detector_that_loads_back(model_path):
 
     detector = load_detector(model_path)
 
-    assert detector.n_train_images_ == 8
+    assert detector.n_train_images_ + detector.n_held_out_images_ == 8
     assert detector.get_params()["backbone"] == "efficientnet_lite0"
     assert detector.get_params()["crop_size"] is None
     assert detector.input_size_ == (64, 64)

@@ -35,27 +35,47 @@ def test_outlier_protocol(fitted, stripes):
     predictions = fitted.predict(images[20:])
     assert set(np.unique(predictions)) <= {-1, 1}
     np.testing.assert_array_equal(predictions, np.where(scores - fitted.offset_ < 0, -1, 1))
-    assert fitted.offset_ == 0.0  # contamination="auto": the discriminator's D = 0
+    # contamination="auto": the threshold is the held-out normal images' 99th percentile score.
+    held_out = images[fitted.held_out_indices_]
+    assert fitted.threshold_ == -fitted.offset_
+    # From the cached (float16) features: equal to the scores up to their rounding.
+    assert fitted.threshold_ == pytest.approx(np.quantile(-fitted.score_samples(held_out), 0.99), rel=1e-3)
 
 
 def test_fitted_attributes(fitted):
-    assert len(fitted.loss_history_) == FAST["epochs"]
-    assert fitted.n_train_images_ == 20
+    assert len(fitted.loss_history_) == len(fitted.validation_history_) == FAST["epochs"]
+    assert fitted.n_train_images_ == 18 and fitted.n_held_out_images_ == 2  # validation_fraction=0.1
+    assert len(set(fitted.held_out_indices_)) == 2 and set(fitted.held_out_indices_) <= set(range(20))
     assert fitted.feature_shape_ == (12, 12, 152)  # 96 px / stride 8; 40 + 112 channels
     assert fitted.input_size_ == (96, 96)
 
 
-def test_contamination_sets_that_share_of_training_images_as_outliers(stripes):
+def test_contamination_sets_that_share_of_held_out_images_as_outliers(stripes):
     images, _, _ = stripes
-    detector = SimpleNetDetector(**FAST, contamination=0.25).fit(images[:20])
+    detector = SimpleNetDetector(**FAST, contamination=0.5, validation_fraction=0.5).fit(images[:20])
+    assert (detector.predict(images[detector.held_out_indices_]) == -1).sum() == 5
+
+
+def test_without_held_out_images_the_training_images_set_the_threshold(stripes):
+    images, _, _ = stripes
+    detector = SimpleNetDetector(**FAST, contamination=0.25, validation_fraction=0.0).fit(images[:20])
+    assert detector.n_held_out_images_ == 0 and detector.validation_history_ == []
     assert (detector.predict(images[:20]) == -1).sum() == 5
+
+
+def test_default_threshold_flags_few_normal_images(stripes, fitted):
+    images, labels, _ = stripes
+    new_normals = images[20:30]
+    assert (fitted.predict(new_normals) == -1).mean() <= 0.2
+    assert (fitted.predict(images[30:]) == -1).mean() >= 0.8  # the defective ones
 
 
 def test_labels_of_minus_one_are_left_out_of_training(stripes):
     images, labels, _ = stripes
     with_y = SimpleNetDetector(**FAST).fit(images, labels)
     normal_only = SimpleNetDetector(**FAST).fit(images[labels == 1])
-    assert with_y.n_train_images_ == (labels == 1).sum()
+    assert with_y.n_train_images_ + with_y.n_held_out_images_ == (labels == 1).sum()
+    assert (labels[with_y.held_out_indices_] == 1).all()  # positions in X
     np.testing.assert_allclose(with_y.score_samples(images[:5]), normal_only.score_samples(images[:5]))
 
 
@@ -122,7 +142,8 @@ def test_grid_search_over_sigma(stripes):
     ).fit(images, labels)
     assert np.isfinite(search.cv_results_["mean_test_score"]).all()
     assert search.best_estimator_.sigma in (0.015, 0.1)
-    assert search.best_estimator_.n_train_images_ == (labels == 1).sum()
+    best = search.best_estimator_
+    assert best.n_train_images_ + best.n_held_out_images_ == (labels == 1).sum()
 
 
 def test_paper_configuration_is_reachable():

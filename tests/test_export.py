@@ -97,11 +97,7 @@ def test_graph_signature_and_metadata(exported):
 def test_threshold_recorded_for_a_fitted_offset(exported):
     detector, _, session = exported
     meta = session.get_modelmeta().custom_metadata_map
-    if detector.contamination == "auto":
-        assert float(meta["outlier_threshold"]) == 0.0
-    else:
-        assert detector.offset_ != 0.0
-        assert float(meta["outlier_threshold"]) == pytest.approx(-detector.offset_, abs=0)
+    assert float(meta["outlier_threshold"]) == detector.threshold_ == -detector.offset_
 
 
 def test_documented_recipe_without_the_package(exported, tmp_path):

@@ -66,7 +66,7 @@ def test_fit_many_in_this_process(categories, sequential):
     for i, name in enumerate(TEXTURES):
         detector = fitted[name]
         assert detector.sigma == pytest.approx(0.01 * (i + 1))  # make_detector got the name
-        assert detector.n_train_images_ == 6
+        assert detector.n_train_images_ + detector.n_held_out_images_ == 6
         np.testing.assert_array_equal(scores[name], sequential[name])
 
 
@@ -113,7 +113,7 @@ def test_fit_many_on_a_dask_cluster(categories, sequential):
     assert ran_on and ran_on <= workers  # the fits ran in the worker processes
     assert list(fitted) == list(TEXTURES)
     for name in TEXTURES:
-        assert fitted[name].n_train_images_ == 6
+        assert fitted[name].n_train_images_ + fitted[name].n_held_out_images_ == 6
         assert next(fitted[name].model_.parameters()).device.type == "cpu"
         # Same seeds and thread count, another process: the same scores.
         with one_thread():

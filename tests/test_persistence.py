@@ -89,7 +89,7 @@ def test_file_is_safetensors_with_json_metadata(fitted, model_file):
     assert header["package_version"] == sksimplenet.__version__
     assert header["params"]["backbone"] == "efficientnet_lite0"
     assert header["params"]["epochs"] == FAST["epochs"]
-    assert header["fitted"]["n_train_images_"] == 20
+    assert header["fitted"]["n_train_images_"] == 18
     assert header["fitted"]["feature_shape_"] == {"__tuple__": [12, 12, 152]}
     # The whole network, frozen backbone included.
     assert set(tensors) == set(fitted.model_.state_dict())
@@ -185,7 +185,7 @@ def test_edited_weights_are_detected(model_file, tmp_path):
 def test_edited_metadata_is_detected(model_file, tmp_path):
     data = model_file.read_bytes()
     # The JSON document is a string inside the safetensors header, so its quotes are escaped.
-    edited = data.replace(rb"offset_\": 0.0", rb"offset_\": 9.0")
+    edited = data.replace(rb"n_train_images_\": 18", rb"n_train_images_\": 19")
     assert edited != data
     (tmp_path / "edited.safetensors").write_bytes(edited)
     with pytest.raises(ModelFileError, match="is corrupted: its contents do not match the checksum"):
@@ -210,7 +210,7 @@ def test_package_version_rule_is_same_major_version(model_file, tmp_path, versio
         edit_header=lambda header: header.update(package_version=version),
     )
     if loads:
-        assert load(other).n_train_images_ == 20
+        assert load(other).n_train_images_ == 18
     else:
         with pytest.raises(ModelFileError, match=r"sksimplenet 1\.0\.0, which is incompatible .* same major"):
             load(other)
@@ -234,6 +234,20 @@ def test_missing_fitted_attribute(model_file, tmp_path):
     )
     with pytest.raises(ModelFileError, match=r"missing the fitted attributes \['offset_'\]"):
         load(incomplete)
+
+
+def test_file_from_before_held_out_images_loads_with_what_that_fit_amounts_to(model_file, tmp_path, stripes):
+    def drop_new_entries(header):
+        for name in ("threshold_", "validation_history_", "n_held_out_images_", "held_out_indices_"):
+            header["fitted"].pop(name)
+        for name in ("weight_averaging", "validation_fraction"):
+            header["params"].pop(name)
+
+    older = load(rewrite(model_file, tmp_path / "older.safetensors", edit_header=drop_new_entries))
+    assert older.threshold_ == -older.offset_
+    assert older.validation_history_ == older.held_out_indices_ == [] and older.n_held_out_images_ == 0
+    images = stripes[0][20:25]
+    np.testing.assert_array_equal(older.predict(images), load(model_file).predict(images))
 
 
 def test_unknown_parameter(model_file, tmp_path):

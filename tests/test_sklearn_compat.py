@@ -149,7 +149,7 @@ def test_pipeline_with_a_loading_transformer(labelled, tmp_path):
     cropped = images[:, 8:-8, 8:-8]
     direct.fit(cropped[labels == 1])
     detector = pipeline.named_steps["detector"]
-    assert detector.n_train_images_ == 8 and detector.input_size_ == (48, 48)
+    assert detector.n_train_images_ + detector.n_held_out_images_ == 8 and detector.input_size_ == (48, 48)
     np.testing.assert_array_equal(pipeline.score_samples(paths), direct.score_samples(cropped))
     np.testing.assert_array_equal(pipeline.decision_function(paths), direct.decision_function(cropped))
     np.testing.assert_array_equal(pipeline.predict(paths), direct.predict(cropped))
@@ -167,7 +167,7 @@ def test_cross_val_score_roc_auc(labelled):
     expected = []
     for train, test in cv.split(images, labels):
         fitted = SimpleNetDetector(**params).fit(images[train], labels[train])
-        assert fitted.n_train_images_ == int((labels[train] == 1).sum())
+        assert fitted.n_train_images_ + fitted.n_held_out_images_ == int((labels[train] == 1).sum())
         # +1 (normal) is the positive class; decision_function is higher for normal images.
         expected.append(roc_auc_score(labels[test], fitted.decision_function(images[test])))
     np.testing.assert_allclose(scores, expected, rtol=0, atol=1e-12)
@@ -191,7 +191,7 @@ def test_grid_search_in_two_processes(labelled):
     assert search.best_params_ == sequential.best_params_
     assert search.best_params_["sigma"] in grid["sigma"]
     best = search.best_estimator_
-    assert best.sigma == search.best_params_["sigma"] and best.n_train_images_ == 8
+    assert best.sigma == search.best_params_["sigma"] and best.n_train_images_ + best.n_held_out_images_ == 8
     # The refit model is the one a direct fit with the best parameters gives.
     direct = SimpleNetDetector(**{**SMALL, **search.best_params_}).fit(images, labels)
     np.testing.assert_allclose(best.score_samples(images), direct.score_samples(images), rtol=0, atol=1e-6)
