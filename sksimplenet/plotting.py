@@ -56,8 +56,12 @@ def _as_map(anomaly_map) -> np.ndarray:
     values = np.asarray(anomaly_map, dtype=np.float64)
     if values.ndim != 2 or 0 in values.shape:
         raise ValueError(f"anomaly_map must be a non-empty 2-D (height, width) array, got {values.shape}")
-    if not np.isfinite(values).all():
-        raise ValueError("anomaly_map contains NaN or infinite values")
+    # NaN marks pixels the network never saw (a centre crop cut them away): drawn without
+    # a heatmap and left out of the colour scale.
+    if np.isinf(values).any():
+        raise ValueError("anomaly_map contains infinite values")
+    if np.isnan(values).all():
+        raise ValueError("anomaly_map is NaN everywhere: no pixel was seen")
     return values
 
 
@@ -84,18 +88,25 @@ def _draw(ax, image: np.ndarray, anomaly_map: np.ndarray, threshold, alpha: floa
     height, width = anomaly_map.shape
     extent = (-0.5, width - 0.5, height - 0.5, -0.5)
     ax.imshow(image, extent=extent, interpolation="nearest")
-    low = float(anomaly_map.min()) if vmin is None else float(vmin)
-    high = float(anomaly_map.max()) if vmax is None else float(vmax)
+    seen_low, seen_high = float(np.nanmin(anomaly_map)), float(np.nanmax(anomaly_map))
+    low = seen_low if vmin is None else float(vmin)
+    high = seen_high if vmax is None else float(vmax)
     if high <= low:
         high = low + 1e-12
     artist = ax.imshow(
-        anomaly_map, cmap="jet", alpha=alpha, vmin=low, vmax=high, extent=extent, interpolation="nearest"
+        np.ma.masked_invalid(anomaly_map),
+        cmap="jet",
+        alpha=alpha,
+        vmin=low,
+        vmax=high,
+        extent=extent,
+        interpolation="nearest",
     )
-    if threshold is not None and anomaly_map.min() < threshold <= anomaly_map.max():
+    if threshold is not None and seen_low < threshold <= seen_high:
         ax.contour(
             np.arange(width),
             np.arange(height),
-            anomaly_map,
+            np.ma.masked_invalid(anomaly_map),
             levels=[float(threshold)],
             colors=CONTOUR_COLOR,
             linewidths=1.5,
@@ -254,8 +265,8 @@ def plot_grid(
         raise ValueError(f"ncols must be a positive integer, got {ncols!r}")
     ncols = min(int(ncols), n)
     nrows = -(-n // ncols)
-    low = min(float(m.min()) for m in map_list)
-    high = max(float(m.max()) for m in map_list)
+    low = min(float(np.nanmin(m)) for m in map_list)
+    high = max(float(np.nanmax(m)) for m in map_list)
 
     figure = _agg_figure(_PANEL_INCHES * ncols, _PANEL_INCHES * nrows, _GRID_DPI)
     axes = np.atleast_1d(figure.subplots(nrows, ncols, squeeze=False)).ravel()

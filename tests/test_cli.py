@@ -4,10 +4,12 @@ import csv
 import json
 import re
 
+import joblib
 import numpy as np
 import pytest
 from PIL import Image
 
+from sksimplenet import SimpleNetDetector
 from sksimplenet.cli import main
 from sksimplenet.datasets import make_synthetic
 
@@ -155,10 +157,37 @@ def test_predict_writes_csv_and_overlays(mvtec_root, model_path, tmp_path):
     assert [row["path"] for row in rows][:1] == [str(test_dir / "good" / "008.png")]
     assert {int(row["label"]) for row in rows} <= {1, -1}
     assert all(np.isfinite(float(row["score"])) for row in rows)
-    # An image is labelled -1 exactly when its anomaly score passes the decision threshold (0).
-    assert all((int(row["label"]) == -1) == (float(row["score"]) > 0) for row in rows)
+    # An image is labelled -1 exactly when its anomaly score passes the decision threshold.
+    threshold = joblib.load(model_path).threshold_
+    assert all((int(row["label"]) == -1) == (float(row["score"]) > threshold) for row in rows)
     overlays = sorted(path.name for path in tmp_path.glob("*_overlay.png"))
     assert overlays == [f"{i:03d}_overlay.png" for i in range(8, 14)]
+
+
+def test_predict_with_a_centre_crop_overlays_only_what_was_seen(tmp_path):
+    pytest.importorskip("matplotlib")
+    images = make_synthetic(6, 0, texture="grid", size=64, random_state=0)[0]
+    wide = [np.concatenate([image, image], axis=1) for image in images]  # 64 x 128
+    paths = []
+    for i, image in enumerate(wide):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(image).save(paths[-1])
+    with pytest.warns(UserWarning, match="cuts 50% of each image away"):
+        detector = SimpleNetDetector("efficientnet_lite0", resize=64, crop_size=64, epochs=1, device="cpu")
+        detector.fit(wide[:4])
+    joblib.dump(detector, tmp_path / "cropped.joblib")
+
+    code = main(
+        ["--quiet", "predict", str(tmp_path / "cropped.joblib"), *map(str, paths[4:]), "-o", str(tmp_path)]
+    )
+
+    assert code == 0
+    with Image.open(tmp_path / "4_overlay.png") as png:
+        overlay = np.asarray(png.convert("RGB")).astype(int)
+    assert overlay.shape == (64, 128, 3)
+    left_border = overlay[:, :32] - wide[4][:, :32].astype(int)
+    centre = overlay[:, 32:96] - wide[4][:, 32:96].astype(int)
+    assert np.abs(left_border).mean() < 2 < np.abs(centre).mean()  # the cut border shows the bare image
 
 
 def test_predict_without_output_writes_csv_to_stdout(mvtec_root, model_path, capsys):

@@ -127,8 +127,10 @@ def test_bad_maps_are_refused(blob):
     image, anomaly_map = blob
     with pytest.raises(ValueError, match="2-D"):
         save_overlay("unused.png", image, anomaly_map[None])
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(ValueError, match="NaN everywhere"):
         save_overlay("unused.png", image, np.full((64, 64), np.nan))
+    with pytest.raises(ValueError, match="infinite"):
+        save_overlay("unused.png", image, np.where(anomaly_map > 0.5, np.inf, anomaly_map))
     with pytest.raises(ValueError, match="3 images but 2 maps"):
         plot_grid([image] * 3, [anomaly_map] * 2)
 
@@ -140,3 +142,14 @@ def test_without_matplotlib_the_error_says_what_to_install(monkeypatch, blob):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(ImportError, match=r"pip install sksimplenet\[plot\]"):
         save_overlay("unused.png", image, anomaly_map)
+
+
+def test_pixels_never_seen_show_the_bare_image(tmp_path, blob):
+    # anomaly_map(X, original_size=True) leaves pixels a centre crop cut away NaN.
+    image, anomaly_map = blob
+    unseen = anomaly_map.copy()
+    unseen[:, :16] = np.nan
+    save_overlay(tmp_path / "overlay.png", image, unseen, threshold=0.5)
+    rgb = read_rgb(tmp_path / "overlay.png")
+    np.testing.assert_allclose(rgb[:, :16], image[:, :16].astype(int), atol=2)  # no heatmap there
+    assert np.abs(rgb[:, 16:] - image[:, 16:].astype(int)).mean() > 20  # the heatmap elsewhere
