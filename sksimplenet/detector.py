@@ -340,8 +340,8 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
                     f"{name} must be {'an integer' if integer else 'a number'} {bound}, got {value!r}"
                 )
 
-        if self.epochs != "auto":
-            positive("epochs", integer=True)
+        if not (self.epochs == "auto" or (_is_number(self.epochs, numbers.Integral) and self.epochs >= 1)):
+            raise ValueError(f"epochs must be an integer >= 1 or 'auto', got {self.epochs!r}")
         for name in ("batch_size", "hidden_dim", "patch_size"):
             positive(name, integer=True)
         for name in ("adaptor_lr", "discriminator_lr", "margin", "patch_fraction"):

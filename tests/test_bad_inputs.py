@@ -17,7 +17,12 @@ IMAGES = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint
     [
         ({"sigma": 0}, r"^sigma must be a number > 0, got 0$"),
         ({"sigma": -0.1}, r"^sigma must be a number > 0, got -0\.1$"),
-        ({"epochs": 0}, r"^epochs must be an integer >= 1, got 0$"),
+        ({"epochs": 0}, r"^epochs must be an integer >= 1 or 'auto', got 0$"),
+        ({"epochs": "many"}, r"^epochs must be an integer >= 1 or 'auto', got 'many'$"),
+        ({"weight_averaging": 1.0}, r"^weight_averaging must be None or a float in \(0, 1\), got 1\.0$"),
+        ({"weight_averaging": True}, r"^weight_averaging must be None or a float in \(0, 1\), got True$"),
+        ({"validation_fraction": 0.6}, r"^validation_fraction must be a float in \[0, 0\.5\], got 0\.6$"),
+        ({"validation_fraction": None}, r"^validation_fraction must be a float in \[0, 0\.5\], got None$"),
         ({"batch_size": 0}, r"^batch_size must be an integer >= 1, got 0$"),
         ({"layers": ("features.3", "nope")}, r"^layers \['nope'\] not found in the backbone"),
         ({"backbone": "no_such_net"}, r"^Unknown backbone 'no_such_net'"),
@@ -32,6 +37,11 @@ IMAGES = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint
         "sigma=0",
         "sigma<0",
         "epochs=0",
+        "epochs-unknown-word",
+        "weight_averaging=1",
+        "weight_averaging=True",
+        "validation_fraction>0.5",
+        "validation_fraction=None",
         "batch_size=0",
         "unknown-layer",
         "unknown-backbone",
@@ -58,7 +68,7 @@ def test_predict_before_fit():
 
 def test_fit_on_a_single_image():
     detector = SimpleNetDetector(**FAST).fit(IMAGES[:1])
-    assert detector.n_train_images_ == 1
+    assert detector.n_train_images_ == 1 and detector.n_held_out_images_ == 0  # nothing to hold out
     assert len(detector.loss_history_) == FAST["epochs"]
     assert np.isfinite(detector.loss_history_).all()
     scores = detector.score_samples(IMAGES)
