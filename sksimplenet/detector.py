@@ -95,6 +95,21 @@ def _is_number(value, kind=numbers.Real) -> bool:
     return isinstance(value, kind) and not isinstance(value, bool)
 
 
+def _check_labels(y, n_images: int) -> np.ndarray:
+    """``y`` as an integer array of +1 / -1, or a ValueError that says what is wrong."""
+    y = np.asarray(y)
+    if y.shape != (n_images,):
+        raise ValueError(f"y has shape {y.shape}, expected ({n_images},)")
+    valid = y.dtype.kind in "iuf" and np.isin(y, (1, -1)).all()
+    if not valid:
+        found = sorted({repr(v) for v in y.tolist()})[:5]
+        raise ValueError(
+            f"y must hold +1 (normal) and -1 (anomalous) labels, got {', '.join(found)}. For 0/1 labels "
+            "where 1 marks an anomaly, pass np.where(y == 1, -1, 1)."
+        )
+    return y.astype(int)
+
+
 def _warn_if_cropped(image, resize, crop_size) -> None:
     """Warn when the centre crop cuts part of (the first) training image away."""
     if crop_size is None:
@@ -466,8 +481,11 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         X : sequence of images or array-like
             See :mod:`sksimplenet.image_io` for the accepted forms.
         y : array-like of shape (n_images,), default=None
-            Optional labels in {+1, -1}: images labelled -1 (anomalous) are left out, so
-            that labelled data can be cross-validated. None trains on every image.
+            Optional labels in {+1, -1} (scikit-learn's outlier convention): images
+            labelled -1 (anomalous) are left out, so that labelled data can be
+            cross-validated. Any other value (0/1, booleans, strings, NaN) is refused, since
+            0/1 labels mean opposite things in different libraries. None trains on every
+            image.
 
         Returns
         -------
@@ -478,10 +496,8 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         images = as_image_list(X)
         positions = list(range(len(images)))
         if y is not None:
-            y = np.asarray(y)
-            if y.shape != (len(images),):
-                raise ValueError(f"y has shape {y.shape}, expected ({len(images)},)")
-            positions = np.flatnonzero(y != -1).tolist()
+            y = _check_labels(y, len(images))
+            positions = np.flatnonzero(y == 1).tolist()
             if not positions:
                 raise ValueError("Every image is labelled -1 (anomalous): nothing normal to train on")
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))

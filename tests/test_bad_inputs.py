@@ -73,3 +73,23 @@ def test_fit_on_a_single_image():
     assert np.isfinite(detector.loss_history_).all()
     scores = detector.score_samples(IMAGES)
     assert scores.shape == (3,) and np.isfinite(scores).all()
+
+
+@pytest.mark.parametrize(
+    "y",
+    [[0, 1, 1], [True, False, True], ["good", "bad", "good"], [1.0, np.nan, -1.0], [1, 2, -1]],
+    ids=["zero-one", "booleans", "strings", "nan", "two"],
+)
+def test_labels_other_than_plus_and_minus_one_are_refused(y):
+    detector = SimpleNetDetector(**FAST)
+    with pytest.raises(
+        ValueError, match=r"^y must hold \+1 \(normal\) and -1 \(anomalous\) labels, got .*np\.where"
+    ):
+        detector.fit(IMAGES, y)
+    with pytest.raises(NotFittedError):
+        check_is_fitted(detector)
+
+
+def test_float_labels_of_plus_and_minus_one_are_accepted():
+    detector = SimpleNetDetector(**FAST, validation_fraction=0.0).fit(IMAGES, np.array([1.0, -1.0, 1.0]))
+    assert detector.n_train_images_ == 2
