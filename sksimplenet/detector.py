@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from .backbones import build_feature_extractor
 from .cache import FeatureCache
-from .image_io import ImageDataset, as_image_list, crop_box, image_size
+from .image_io import ImageDataset, as_image_list, crop_box, image_size, size_pair
 from .model import SimpleNetModel
 from .training import held_out_split, train_discriminator
 
@@ -407,6 +407,15 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
                 and all(isinstance(v, numbers.Integral) and v > 0 for v in values)
             ):
                 raise ValueError(f"{name} must be a positive int or (height, width), got {value!r}")
+        if self.crop_size is not None and self.resize is not None:
+            crop = size_pair(self.crop_size)
+            bound = size_pair(self.resize)  # an int or 1-sequence: the shorter side, along either axis
+            if crop[0] > bound[0] or crop[1] > bound[1]:
+                raise ValueError(
+                    f"crop_size={self.crop_size!r} is larger than the resized image "
+                    f"(resize={self.resize!r}): the crop would be padded with black. Use a crop_size "
+                    "no larger than resize, or None."
+                )
 
     # ------------------------------------------------------------------ data flow
     def _loader(self, images: list, device: torch.device, positions=None):

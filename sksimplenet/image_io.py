@@ -226,7 +226,8 @@ def image_size(item) -> tuple[int, int]:
     return tuple(int(s) for s in item.shape[-2:])
 
 
-def _pair(size: int | Sequence[int]) -> tuple[int, int]:
+def size_pair(size: int | Sequence[int]) -> tuple[int, int]:
+    """``(height, width)`` from an int (a square) or a 1- or 2-sequence."""
     values = (size,) if isinstance(size, int) else tuple(int(v) for v in size)
     return (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
 
@@ -245,7 +246,7 @@ def resized_size(size: tuple[int, int], resize: int | Sequence[int] | None) -> t
         if height <= width:
             return short, int(short * width / height)
         return int(short * height / width), short
-    return _pair(resize)
+    return size_pair(resize)
 
 
 def crop_box(
@@ -265,7 +266,7 @@ def crop_box(
     resized_h, resized_w = resized_size(size, resize)
     if crop_size is None:
         return 0.0, 0.0, float(height), float(width)
-    crop_h, crop_w = _pair(crop_size)
+    crop_h, crop_w = size_pair(crop_size)
     crop_h, crop_w = min(crop_h, resized_h), min(crop_w, resized_w)
     # torchvision's centre crop: top = round((H - h) / 2).
     top, left = int(round((resized_h - crop_h) / 2.0)), int(round((resized_w - crop_w) / 2.0))

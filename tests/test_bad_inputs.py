@@ -32,6 +32,8 @@ IMAGES = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint
         ({"sigma": ()}, r"^sigma must be a number > 0 or a tuple of them, got \(\)$"),
         ({"image_score": 1.5}, r"^image_score must be 'max' or a float in \(0, 1\], got 1\.5$"),
         ({"image_score": "mean"}, r"^image_score must be 'max' or a float in \(0, 1\], got 'mean'$"),
+        ({"resize": 128, "crop_size": 224}, r"^crop_size=224 is larger than the resized image \(resize=128"),
+        ({"resize": (64, 96), "crop_size": (64, 100)}, r"^crop_size=\(64, 100\) is larger than the resized"),
     ],
     ids=[
         "sigma=0",
@@ -51,6 +53,8 @@ IMAGES = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint
         "sigma-empty-tuple",
         "image_score>1",
         "image_score-unknown",
+        "crop-larger-than-resize",
+        "crop-wider-than-resize",
     ],
 )
 def test_invalid_parameter_is_named_at_fit(params, message):
