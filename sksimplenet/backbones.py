@@ -246,6 +246,10 @@ def _build_named_model(name: str, weights) -> tuple[nn.Module, tuple, tuple]:
         isinstance(weights, str) and (os.sep in weights or weights.endswith((".pt", ".pth")))
     )
     if path_like and not local_file:
+        if Path(weights).is_dir():
+            raise IsADirectoryError(
+                f"weights={str(weights)!r} is a directory: pass the path of a state-dict file in it"
+            )
         raise FileNotFoundError(f"weights file {str(weights)!r} does not exist")
     if name == EFFICIENTNET_LITE0:
         model = _efficientnet_lite.efficientnet_lite0(pretrained=weights == "DEFAULT")

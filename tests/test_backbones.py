@@ -79,6 +79,11 @@ def test_missing_weights_file_is_named(tmp_path):
         build_feature_extractor("resnet18", weights=str(tmp_path / "nothere.pth"))
 
 
+def test_a_directory_as_weights_is_named_as_such(tmp_path):
+    with pytest.raises(IsADirectoryError, match=r"is a directory: pass the path of a state-dict file in it$"):
+        build_feature_extractor("resnet18", None, tmp_path)
+
+
 def test_failed_download_names_the_offline_options(monkeypatch):
     import torchvision
 
