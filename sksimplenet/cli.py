@@ -116,30 +116,45 @@ def _load_split(args) -> dict:
     return {"train_paths": paths}
 
 
-def load_detector(path: str | os.PathLike):
+def load_detector(path: str | os.PathLike, allow_pickle: bool = False):
     """Read a detector written by ``sksimplenet fit``.
+
+    The file's content decides how it is read, never its name: a safetensors file (the
+    safe format) is read with :func:`sksimplenet.load`, which executes nothing from it.
+    Anything else may be a pickle (joblib), and opening a pickle runs code stored in it: it
+    is refused unless ``allow_pickle``.
 
     Parameters
     ----------
     path : str or path
-        A ``.safetensors`` file (read with :func:`sksimplenet.load`, no pickle) or a joblib
-        file. Loading a joblib file can run code stored in it: open only files you trust.
+        A model file.
+    allow_pickle : bool, default=False
+        Read a file that is not in the safe format with :func:`joblib.load`. Only for files
+        you made yourself or otherwise trust.
 
     Returns
     -------
     SimpleNetDetector
+
+    Raises
+    ------
+    CommandError
+        The file does not exist, is not in the safe format and ``allow_pickle`` is False, or
+        does not hold a SimpleNetDetector.
     """
     from .detector import SimpleNetDetector
+    from .persistence import is_safetensors_file, load
 
     path = Path(path)
     if not path.is_file():
         raise CommandError(f"model file {path} does not exist")
-    if path.suffix == ".safetensors":
-        import sksimplenet
-
-        if not hasattr(sksimplenet, "load"):
-            raise CommandError("this version of sksimplenet cannot read .safetensors model files")
-        detector = sksimplenet.load(path)
+    if is_safetensors_file(path):
+        detector = load(path)
+    elif not allow_pickle:
+        raise CommandError(
+            f"{path} is not a safe (safetensors) model file. If it is a joblib/pickle file, opening it "
+            "runs code stored in it: pass --allow-pickle only if you trust where it came from"
+        )
     else:
         import joblib
 
@@ -322,7 +337,7 @@ def _fit(args) -> None:
 
 
 def _evaluate(args) -> None:
-    detector = load_detector(args.model)
+    detector = load_detector(args.model, allow_pickle=args.allow_pickle)
     _use_device(args, detector)
     split = _load_split(args)
     detector.set_params(verbose=not args.quiet)
@@ -337,7 +352,7 @@ def _evaluate(args) -> None:
 
 
 def _predict(args) -> None:
-    detector = load_detector(args.model)
+    detector = load_detector(args.model, allow_pickle=args.allow_pickle)
     _use_device(args, detector)
     paths = []
     for item in args.images:
@@ -418,6 +433,15 @@ def _demo(args) -> None:
 
 
 # ----------------------------------------------------------------------------- parser
+def _allow_pickle_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="also read MODEL when it is not a safetensors file, with joblib: this runs code stored "
+        "in the file, so only for files you trust",
+    )
+
+
 def _epochs(text: str) -> int | str:
     """``--epochs``: a positive integer or ``auto``."""
     if text == "auto":
@@ -480,6 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("evaluate", help="metrics of a saved detector on a labelled test set")
     evaluate.add_argument("model", metavar="MODEL")
+    _allow_pickle_option(evaluate)
     dataset_options(evaluate, ("mvtec", "mtd", "visa"))
     evaluate.add_argument("--json", metavar="OUT.json", help="also write the metrics as JSON")
     evaluate.add_argument("--device", help="auto, cpu, cuda or cuda:N")
@@ -492,6 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Overlays outline the pixels scoring above the detector's decision threshold.",
     )
     predict.add_argument("model", metavar="MODEL")
+    _allow_pickle_option(predict)
     predict.add_argument("images", metavar="IMAGES_OR_FOLDER", nargs="+")
     predict.add_argument(
         "-o",

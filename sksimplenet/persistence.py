@@ -257,6 +257,26 @@ def _read(path: Path) -> tuple[dict, str, dict[str, torch.Tensor], str | None]:
     return header, metadata[_DOCUMENT_KEY], tensors, metadata.get(_DIGEST_KEY)
 
 
+def is_safetensors_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` holds a safetensors file, judged by its content, never by its name.
+
+    A safetensors file starts with the length of its JSON header (8 bytes, little-endian),
+    then the header itself, which opens with ``{``; the length fits inside the file.
+    Nothing else is read, and nothing is executed.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            prefix = handle.read(9)
+    except OSError:
+        return False
+    if len(prefix) < 9:
+        return False
+    header_length = int.from_bytes(prefix[:8], "little")
+    return 2 <= header_length <= size - 8 and prefix[8:9] == b"{"
+
+
 def _check_versions(header: dict, path: Path) -> None:
     if "format_version" not in header:
         raise ModelFileError(f"{str(path)!r} is missing the key 'format_version'")

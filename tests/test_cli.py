@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sksimplenet import SimpleNetDetector
+from sksimplenet import SimpleNetDetector, load
 from sksimplenet.cli import main
 from sksimplenet.datasets import make_synthetic
 
@@ -58,7 +58,7 @@ def mvtec_root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model_path(mvtec_root, tmp_path_factory):
-    path = tmp_path_factory.mktemp("models") / "widgets.joblib"
+    path = tmp_path_factory.mktemp("models") / "widgets.safetensors"
     code = main(
         [
             "--quiet",
@@ -158,7 +158,7 @@ def test_predict_writes_csv_and_overlays(mvtec_root, model_path, tmp_path):
     assert {int(row["label"]) for row in rows} <= {1, -1}
     assert all(np.isfinite(float(row["score"])) for row in rows)
     # An image is labelled -1 exactly when its anomaly score passes the decision threshold.
-    threshold = joblib.load(model_path).threshold_
+    threshold = load(model_path).threshold_
     assert all((int(row["label"]) == -1) == (float(row["score"]) > threshold) for row in rows)
     overlays = sorted(path.name for path in tmp_path.glob("*_overlay.png"))
     assert overlays == [f"{i:03d}_overlay.png" for i in range(8, 14)]
@@ -175,10 +175,17 @@ def test_predict_with_a_centre_crop_overlays_only_what_was_seen(tmp_path):
     with pytest.warns(UserWarning, match="cuts 50% of each image away"):
         detector = SimpleNetDetector("efficientnet_lite0", resize=64, crop_size=64, epochs=1, device="cpu")
         detector.fit(wide[:4])
-    joblib.dump(detector, tmp_path / "cropped.joblib")
+    detector.save(tmp_path / "cropped.safetensors")
 
     code = main(
-        ["--quiet", "predict", str(tmp_path / "cropped.joblib"), *map(str, paths[4:]), "-o", str(tmp_path)]
+        [
+            "--quiet",
+            "predict",
+            str(tmp_path / "cropped.safetensors"),
+            *map(str, paths[4:]),
+            "-o",
+            str(tmp_path),
+        ]
     )
 
     assert code == 0
@@ -259,12 +266,10 @@ def test_other_errors_are_one_line_too(mvtec_root, model_path, tmp_path, capsys)
     assert_one_line_error(capsys, "COMMAND")
 
 
-def test_a_safetensors_model_file_scores_like_the_joblib_one(mvtec_root, model_path, tmp_path, capsys):
-    from sksimplenet import SimpleNetDetector
-
-    if not hasattr(SimpleNetDetector, "save"):
-        pytest.skip("this version has no safe model format")
-    safe = tmp_path / "widgets.safetensors"
+def test_a_joblib_model_file_needs_allow_pickle_and_then_scores_like_the_safe_one(
+    mvtec_root, model_path, tmp_path, capsys
+):
+    pickled = tmp_path / "widgets.joblib"
     image = str(mvtec_root / "widgets" / "test" / "blob" / "012.png")
     assert (
         main(
@@ -278,17 +283,47 @@ def test_a_safetensors_model_file_scores_like_the_joblib_one(mvtec_root, model_p
                 "widgets",
                 *TINY,
                 "-o",
-                str(safe),
+                str(pickled),
             ]
         )
         == 0
     )
-    assert safe.read_bytes()[8:9] == b"{"  # a safetensors header, not a pickle
+    assert model_path.read_bytes()[8:9] == b"{"  # the safe format: a safetensors header
     capsys.readouterr()
 
+    assert main(["--quiet", "predict", str(pickled), image]) == 2
+    assert_one_line_error(capsys, "is not a safe (safetensors) model file", "--allow-pickle")
     scores = []
-    for model in (model_path, safe):
-        assert main(["--quiet", "predict", str(model), image]) == 0
+    for model, flags in ((model_path, []), (pickled, ["--allow-pickle"])):
+        assert main(["--quiet", "predict", *flags, str(model), image]) == 0
         scores.append(float(capsys.readouterr().out.splitlines()[1].split(",")[1]))
 
     assert scores[0] == pytest.approx(scores[1], abs=1e-4)
+
+
+class _RunsCodeWhenUnpickled:
+    def __reduce__(self):
+        return (exec, ("import pathlib; pathlib.Path('PWNED').write_text('code ran')",))
+
+
+@pytest.mark.parametrize("name", ["model.SAFETENSORS", "model.safetensors.bak", "model"])
+def test_a_pickle_is_never_opened_without_allow_pickle_whatever_its_name(
+    mvtec_root, tmp_path, capsys, monkeypatch, name
+):
+    monkeypatch.chdir(tmp_path)
+    joblib.dump(_RunsCodeWhenUnpickled(), tmp_path / name)
+    image = str(mvtec_root / "widgets" / "test" / "blob" / "012.png")
+
+    assert main(["predict", str(tmp_path / name), image]) == 2
+
+    assert_one_line_error(capsys, name, "is not a safe (safetensors) model file")
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_a_safe_model_file_is_recognised_by_its_content_not_its_name(
+    model_path, tmp_path, mvtec_root, capsys
+):
+    renamed = tmp_path / "widgets.model"
+    renamed.write_bytes(model_path.read_bytes())
+    image = str(mvtec_root / "widgets" / "test" / "blob" / "012.png")
+    assert main(["--quiet", "predict", str(renamed), image]) == 0
