@@ -11,7 +11,9 @@ Accepted forms of ``X`` (one form per call):
 
 ``channels`` is 1 (grayscale), 3 (RGB) or 4 (RGBA; alpha is dropped). Integer pixels are
 ``uint8`` (0–255) or ``uint16`` (0–65535); float pixels must be finite and within [0, 1].
-Grayscale, palette, 16-bit and RGBA files are converted to RGB in [0, 1].
+Grayscale, palette, 16-bit and RGBA files are converted to RGB in [0, 1]. Files are turned
+upright as their EXIF orientation tag says (a portrait photo is scored standing up), and
+their size is reported after that turn.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.transforms.v2 import functional as TF
 
 _CHANNELS = (1, 3, 4)
+_EXIF_ORIENTATION = 0x0112
+_QUARTER_TURNS = (5, 6, 7, 8)  # orientations that swap width and height
 
 
 def _kind(item, index: int) -> str:
@@ -171,7 +175,8 @@ def _open_file(path, index: int) -> Image.Image:
         raise ValueError(f"Image {index}: {str(path)!r} is truncated or corrupt ({error})") from None
     if image.width == 0 or image.height == 0:
         raise ValueError(f"Image {index}: {str(path)!r} has zero size")
-    return image
+    # A camera's EXIF orientation says how the stored pixels are to be turned for viewing.
+    return ImageOps.exif_transpose(image)
 
 
 def load_image(item, index: int = 0) -> torch.Tensor:
@@ -218,7 +223,8 @@ def image_size(item) -> tuple[int, int]:
     """``(height, width)`` of one validated image, read from the header for files."""
     if isinstance(item, (str, os.PathLike)):
         with Image.open(item) as image:
-            return image.height, image.width
+            turned = image.getexif().get(_EXIF_ORIENTATION) in _QUARTER_TURNS
+            return (image.width, image.height) if turned else (image.height, image.width)
     if isinstance(item, Image.Image):
         return item.height, item.width
     if isinstance(item, np.ndarray):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from sksimplenet.image_io import load_image
+from sksimplenet.image_io import image_size, load_image
 
 
 def write_png(path, pixels):
@@ -143,3 +143,22 @@ def test_flipped_and_bfloat16_images_work(fitted, good):
     torch.testing.assert_close(load_image(flipped), expected)
     assert load_image(as_bf16).dtype == torch.float32
     np.testing.assert_allclose(fitted.score_samples([flipped]), fitted.score_samples([flipped.copy()]))
+
+
+@pytest.mark.parametrize(("orientation", "turned"), [(1, False), (3, False), (6, True), (8, True)])
+def test_exif_orientation_is_applied(tmp_path, orientation, turned):
+    # A 40 x 60 (height x width) photo with a bright left column, stored with an EXIF tag.
+    pixels = np.zeros((40, 60, 3), np.uint8)
+    pixels[:, :5] = 255
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(pixels).save(path, exif=exif, quality=95)
+
+    image = load_image(path)
+    expected = (60, 40) if turned else (40, 60)
+    assert tuple(image.shape[1:]) == expected
+    assert image_size(path) == expected
+    # Orientation 6 turns the stored image a quarter clockwise: its left column becomes the top row.
+    if orientation == 6:
+        assert image[0, :5].mean() > 0.9 and image[0, -5:].mean() < 0.1
