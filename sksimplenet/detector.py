@@ -114,7 +114,10 @@ def _warn_if_cropped(image, resize, crop_size) -> None:
     """Warn when the centre crop cuts part of (the first) training image away."""
     if crop_size is None:
         return
-    size = image_size(image)
+    try:
+        size = image_size(image)
+    except Exception:  # an unreadable file: decoding reports it, with its position and path
+        return
     top, left, bottom, right = crop_box(size, resize, crop_size)
     seen = (bottom - top) * (right - left) / (size[0] * size[1])
     if seen < 0.999:
