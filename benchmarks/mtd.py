@@ -5,8 +5,8 @@ test. The detector is fitted with its defaults on the ``efficientnet_lite0`` bac
 (offline ImageNet weights) and the model ``fit`` returns is evaluated: nothing looks at
 test labels. ``benchmarks/suite.py`` runs the same comparison on several data sets with
 the false-positive rate and recall at the threshold; this script keeps the options for
-single-split experiments (``--nchw``, ``--set``). Pixel AUROC is computed at the network's input resolution, with the masks
-preprocessed like the images.
+single-split experiments (``--nchw``, ``--set``). Pixel AUROC is computed at the
+network's input resolution, with the masks preprocessed like the images.
 
 Usage::
 

@@ -27,6 +27,8 @@ from .training import held_out_split, train_discriminator
 
 _INFERENCE_BATCH = 16
 _AUTO_STEPS = 1000  # training steps of epochs="auto" (docs/quality.md)
+# fit warns when the held-out images cannot set a threshold within this factor of contamination.
+_FALSE_ALARM_SLACK = 3.0
 _GPU_INFERENCE_BATCH = 64  # a GPU needs larger batches to be busy
 
 #: The paper's exact configuration where it differs from this package's defaults:
@@ -108,6 +110,24 @@ def _check_labels(y, n_images: int) -> np.ndarray:
             "where 1 marks an anomaly, pass np.where(y == 1, -1, 1)."
         )
     return y.astype(int)
+
+
+def _warn_if_few_held_out(n_held_out: int, contamination: float) -> None:
+    """Warn when too few held-out images set the threshold for the share asked for.
+
+    Of ``n`` held-out normal images, the largest scores above about ``1 / (n + 1)`` of new
+    normal images like them, so no quantile of them can promise fewer false alarms than that.
+    """
+    if n_held_out == 0 or 1.0 / (n_held_out + 1) <= _FALSE_ALARM_SLACK * contamination:
+        return
+    warnings.warn(
+        f"Only {n_held_out} held-out image{'s' if n_held_out > 1 else ''} set the threshold: about "
+        f"{1 / (n_held_out + 1):.0%} of new normal images will score above it, not the "
+        f"{contamination:.0%} contamination asks for. Fit on more normal images or raise "
+        "validation_fraction.",
+        UserWarning,
+        stacklevel=4,
+    )
 
 
 def _warn_if_cropped(image, resize, crop_size) -> None:
@@ -537,6 +557,7 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
             feature_shape = tuple(cache.tensor.shape[1:])
 
         contamination = AUTO_CONTAMINATION if self.contamination == "auto" else self.contamination
+        _warn_if_few_held_out(len(held_out), contamination)
         # Only now, with everything computed, does the estimator change.
         self.model_ = model
         self.loss_history_ = history.loss

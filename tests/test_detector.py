@@ -153,3 +153,12 @@ def test_paper_configuration_is_reachable():
     assert paper.sigma == 0.015 and paper.feature_scaling is None and paper.image_score == "max"
     assert paper.backbone == "wide_resnet50_2" and paper.epochs == 160 and paper.batch_size == 4
     assert (paper.resize, paper.crop_size, paper.smoothing_sigma) == (256, 224, 4.0)
+
+
+def test_too_few_held_out_images_for_the_threshold_warn(stripes):
+    images, _, _ = stripes
+    # 20 images, 10 % held out: 2 images cannot set a 99th percentile.
+    with pytest.warns(
+        UserWarning, match=r"^Only 2 held-out images set the threshold: about 33% .* not the 1%"
+    ):
+        SimpleNetDetector(**{**FAST, "epochs": 1}).fit(images[:20])
