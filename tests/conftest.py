@@ -23,16 +23,7 @@ FAST = dict(
 
 # Smaller still, for tests that fit many detectors: 64-pixel images, one epoch, a narrow
 # discriminator. The packaged weights keep separate fits with one seed equal.
-TINY = dict(
-    backbone="efficientnet_lite0",
-    resize=64,
-    epochs=1,
-    batch_size=4,
-    patch_fraction=1.0,
-    hidden_dim=64,
-    device="cpu",
-    random_state=0,
-)
+TINY = {**FAST, "resize": 64, "epochs": 1, "hidden_dim": 64}
 
 
 @pytest.fixture(scope="session")
