@@ -219,7 +219,10 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
     weight_averaging : float in (0, 1) or None, default=0.99
         Decay per step of an exponential moving average of the adaptor's and the
         discriminator's weights; the average is the fitted model, so that it does not
-        hinge on the last few steps. None keeps the last step's weights (the paper).
+        hinge on the last few steps. The decay ramps up as ``min(weight_averaging, (1 + t)
+        / (10 + t))`` over the steps ``t``, so that short runs are not dominated by their
+        first weights; it reaches 0.99 after 890 steps. None keeps the last step's
+        weights (the paper).
     validation_fraction : float in [0, 0.5], default=0.1
         Share of the training images held out of the gradient steps, drawn with
         ``random_state``. They record ``validation_history_`` and set ``threshold_``. 0
