@@ -10,7 +10,9 @@ Accepted forms of ``X`` (one form per call):
 - a tensor ``(n_images, channels, height, width)``.
 
 ``channels`` is 1 (grayscale), 3 (RGB) or 4 (RGBA; alpha is dropped). Integer pixels are
-``uint8`` (0–255) or ``uint16`` (0–65535); float pixels must be finite and within [0, 1].
+``uint8`` (0–255) or ``uint16`` (0–65535), in either byte order; float pixels must be finite
+and within [0, 1]. Image files larger than :data:`MAX_IMAGE_PIXELS` are refused from their
+header, before decoding.
 Grayscale, palette, 16-bit and RGBA files are converted to RGB in [0, 1]. Files are turned
 upright as their EXIF orientation tag says (a portrait photo is scored standing up), and
 their size is reported after that turn.
@@ -19,6 +21,7 @@ their size is reported after that turn.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,6 +31,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.transforms.v2 import functional as TF
 
 _CHANNELS = (1, 3, 4)
+#: Largest image file, in pixels, that is decoded (about 8000 x 8000; 768 MB as float32 RGB).
+#: Larger files are refused before decoding, naming the image: a small compressed file can
+#: claim a huge size. Set ``sksimplenet.image_io.MAX_IMAGE_PIXELS`` to change it.
+MAX_IMAGE_PIXELS = 64_000_000
 _EXIF_ORIENTATION = 0x0112
 _QUARTER_TURNS = (5, 6, 7, 8)  # orientations that swap width and height
 
@@ -135,12 +142,21 @@ def _check_item(item, index: int) -> None:
     _check_pixels(item, index)
 
 
+def _native(array: np.ndarray) -> np.ndarray:
+    """``array`` in the machine's byte order, and floats wider than float64 as float64."""
+    if not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder("="))
+    if array.dtype.kind == "f" and array.dtype.itemsize > 8:
+        array = array.astype(np.float64)
+    return array
+
+
 def _check_pixels(pixels, index: int) -> None:
     if isinstance(pixels, torch.Tensor):
         if pixels.is_floating_point() and pixels.dtype not in (torch.float16, torch.float32, torch.float64):
             pixels = pixels.float()  # bfloat16 and float8 have no NumPy counterpart
         pixels = pixels.detach().cpu().numpy()
-    array = pixels
+    array = _native(pixels)
     if array.dtype in (np.uint8, np.uint16):
         return
     if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.floating):
@@ -167,8 +183,17 @@ def _pil_to_array(image: Image.Image) -> np.ndarray:
 
 def _open_file(path, index: int) -> Image.Image:
     try:
-        with Image.open(path) as image:
-            image.load()
+        with warnings.catch_warnings():
+            # This module's own bound (MAX_IMAGE_PIXELS) replaces PIL's warning.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                _check_pixel_count(image.width, image.height, path, index)
+                image.load()
+    except Image.DecompressionBombError:
+        raise ValueError(
+            f"Image {index}: {str(path)!r} claims more pixels than PIL decodes "
+            f"(Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS})"
+        ) from None
     except UnidentifiedImageError:
         raise ValueError(f"Image {index}: {str(path)!r} is not a readable image file") from None
     except (OSError, SyntaxError) as error:
@@ -177,6 +202,15 @@ def _open_file(path, index: int) -> Image.Image:
         raise ValueError(f"Image {index}: {str(path)!r} has zero size")
     # A camera's EXIF orientation says how the stored pixels are to be turned for viewing.
     return ImageOps.exif_transpose(image)
+
+
+def _check_pixel_count(width: int, height: int, path, index: int) -> None:
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ValueError(
+            f"Image {index}: {str(path)!r} is {width} x {height} pixels, more than "
+            f"sksimplenet.image_io.MAX_IMAGE_PIXELS = {MAX_IMAGE_PIXELS}; raise that bound if you "
+            "trust the file and have the memory (about 12 bytes per pixel)"
+        )
 
 
 def load_image(item, index: int = 0) -> torch.Tensor:
@@ -199,6 +233,7 @@ def load_image(item, index: int = 0) -> torch.Tensor:
         _check_pixels(array, index)
         item = array
     if isinstance(item, np.ndarray):
+        item = _native(item)
         # A copy when the array is read-only or not C-contiguous (flipped, transposed, sliced).
         contiguous = item.flags.c_contiguous and item.flags.writeable
         tensor = torch.from_numpy(item if contiguous else np.array(item, order="C"))

@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+import sksimplenet.image_io
 from sksimplenet.image_io import image_size, load_image
 
 
@@ -162,3 +163,48 @@ def test_exif_orientation_is_applied(tmp_path, orientation, turned):
     # Orientation 6 turns the stored image a quarter clockwise: its left column becomes the top row.
     if orientation == 6:
         assert image[0, :5].mean() > 0.9 and image[0, -5:].mean() < 0.1
+
+
+def _png_claiming(path, width, height):
+    """A valid small PNG whose header is rewritten to claim ``width`` x ``height`` pixels."""
+    import struct
+    import zlib
+
+    write_png(path, np.zeros((8, 8), np.uint8))
+    data = bytearray(path.read_bytes())
+    data[16:24] = struct.pack(">II", width, height)  # IHDR: width, height
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_decompression_bomb_is_refused_naming_the_image(fitted, good, tmp_path):
+    fine = write_png(tmp_path / "fine.png", good[0])
+    bomb = _png_claiming(tmp_path / "bomb.png", 100_000, 100_000)
+    with pytest.raises(ValueError, match=r"^Image 1: '.*bomb\.png' claims more pixels than PIL decodes"):
+        fitted.score_samples([fine, bomb])
+
+
+def test_pixel_bound_is_checked_before_decoding_and_settable(fitted, good, tmp_path, monkeypatch):
+    large = _png_claiming(tmp_path / "large.png", 9000, 9000)  # 81 M pixels: under PIL's limit
+    message = (
+        r"^Image 0: '.*large\.png' is 9000 x 9000 pixels, more than sksimplenet\.image_io\.MAX_IMAGE_PIXELS"
+    )
+    with pytest.raises(ValueError, match=message):
+        load_image(large)
+    monkeypatch.setattr(sksimplenet.image_io, "MAX_IMAGE_PIXELS", 10 * 10)
+    small = write_png(tmp_path / "small.png", np.zeros((12, 12), np.uint8))
+    with pytest.raises(ValueError, match=r"is 12 x 12 pixels, more than .* = 100;"):
+        load_image(small)
+
+
+@pytest.mark.parametrize("dtype", [">f8", ">u2", ">f4", np.longdouble])
+def test_big_endian_and_long_double_arrays_decode_like_native_ones(fitted, dtype):
+    native = np.random.default_rng(0).random((32, 32, 3))
+    if np.dtype(dtype).kind == "u":
+        native = (native * 65535).astype(np.uint16)
+    converted = native.astype(dtype)
+    torch.testing.assert_close(
+        load_image(converted), load_image(native.astype(converted.dtype.newbyteorder("=")))
+    )
+    assert np.isfinite(fitted.score_samples([converted])).all()
