@@ -6,6 +6,7 @@ All modules work on flat batches of patch features, shape ``(n_patches, feature_
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import nn
@@ -126,8 +127,8 @@ def add_gaussian_noise(
         On the features' device.
     """
     noise = torch.randn(features.shape, generator=generator, device=features.device, dtype=features.dtype)
-    if isinstance(sigma, (int, float)):
-        return features + sigma * noise
+    if isinstance(sigma, numbers.Real):  # NumPy scalars too
+        return features + float(sigma) * noise
     scales = torch.as_tensor(sigma, dtype=features.dtype, device=features.device)
     choice = torch.randint(len(scales), (len(features), 1), generator=generator, device=features.device)
     return features + scales[choice] * noise

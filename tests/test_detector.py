@@ -162,3 +162,12 @@ def test_too_few_held_out_images_for_the_threshold_warn(stripes):
         UserWarning, match=r"^Only 2 held-out images set the threshold: about 33% .* not the 1%"
     ):
         SimpleNetDetector(**{**FAST, "epochs": 1}).fit(images[:20])
+
+
+def test_numpy_scalars_as_parameters_fit_like_python_numbers(stripes):
+    # ParameterGrid over a NumPy array hands the estimator NumPy scalars.
+    images, _, _ = stripes
+    params = {**FAST, "epochs": 1, "validation_fraction": 0.0}
+    plain = SimpleNetDetector(**params, sigma=0.3).fit(images[:6])
+    numpy = SimpleNetDetector(**params, sigma=np.float32(0.3)).fit(images[:6])
+    np.testing.assert_allclose(numpy.score_samples(images[20:23]), plain.score_samples(images[20:23]), rtol=1e-5)
