@@ -170,4 +170,6 @@ def test_numpy_scalars_as_parameters_fit_like_python_numbers(stripes):
     params = {**FAST, "epochs": 1, "validation_fraction": 0.0}
     plain = SimpleNetDetector(**params, sigma=0.3).fit(images[:6])
     numpy = SimpleNetDetector(**params, sigma=np.float32(0.3)).fit(images[:6])
-    np.testing.assert_allclose(numpy.score_samples(images[20:23]), plain.score_samples(images[20:23]), rtol=1e-5)
+    np.testing.assert_allclose(
+        numpy.score_samples(images[20:23]), plain.score_samples(images[20:23]), rtol=1e-5
+    )
