@@ -7,6 +7,7 @@ import functools
 import math
 import numbers
 import os
+import re
 import threading
 import time
 import warnings
@@ -27,6 +28,9 @@ from .training import held_out_split, train_discriminator
 
 _INFERENCE_BATCH = 16
 _AUTO_STEPS = 1000  # training steps of epochs="auto" (docs/quality.md)
+# Larger smoothing would only blur the map into a constant, at a cost that grows with it.
+_MAX_SMOOTHING_SIGMA = 100.0
+_DEVICE_TYPES = ("cpu", "cuda", "mps")
 # fit warns when the held-out images cannot set a threshold within this factor of contamination.
 _FALSE_ALARM_SLACK = 3.0
 _GPU_INFERENCE_BATCH = 64  # a GPU needs larger batches to be busy
@@ -150,6 +154,13 @@ def _warn_if_cropped(image, resize, crop_size) -> None:
         )
 
 
+def _is_device(device) -> bool:
+    """Whether ``device`` names a device this package can compute on (not, e.g., "meta")."""
+    if isinstance(device, torch.device):
+        return device.type in _DEVICE_TYPES
+    return isinstance(device, str) and re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device) is not None
+
+
 def _resolve_device(device: str | torch.device, fitting: bool) -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -244,7 +255,7 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
     crop_size : int, (int, int) or None, default=None
         ... then centre-cropped to this (the paper: 224); None keeps the whole resized
         image. ``fit`` warns when the crop cuts image content away.
-    smoothing_sigma : float, default=4.0
+    smoothing_sigma : float in [0, 100], default=4.0
         Gaussian smoothing of the anomaly map, in pixels of the cropped image.
     image_score : "max" or float in (0, 1], default=0.01
         Image anomaly score from the map: the mean of its highest ``image_score`` share
@@ -262,7 +273,8 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         same. Sizes: 2.4 MB per 224-pixel image for wide_resnet50_2, 0.24 MB for
         efficientnet_lite0 (float16); see :mod:`sksimplenet.cache`.
     device : str, default="auto"
-        ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or
+        ``"mps"`` (or a ``torch.device`` of those types).
     n_jobs : int, default=None
         Processes decoding image files in parallel with the network (None: one, in the
         main process; -1: all cores).
@@ -403,6 +415,16 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
             positive("sigma")
         for name in ("weight_decay", "smoothing_sigma"):
             positive(name, allow_zero=True)
+        if self.smoothing_sigma > _MAX_SMOOTHING_SIGMA:
+            raise ValueError(
+                f"smoothing_sigma must be at most {_MAX_SMOOTHING_SIGMA:g} (pixels of the network's "
+                f"input), got {self.smoothing_sigma!r}"
+            )
+        if not _is_device(self.device):
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {self.device!r}")
+        n_jobs = self.n_jobs
+        if not (n_jobs is None or (_is_number(n_jobs, numbers.Integral) and n_jobs != 0)):
+            raise ValueError(f"n_jobs must be None or a non-zero integer (-1: all cores), got {n_jobs!r}")
         if self.patch_size % 2 == 0:
             raise ValueError(f"patch_size must be odd, got {self.patch_size}")
         if self.feature_dim is not None:
