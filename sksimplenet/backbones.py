@@ -92,7 +92,15 @@ class FeatureExtractor(nn.Module):
         if getattr(self, "channels_last", False):
             images = images.contiguous(memory_format=torch.channels_last)
         outputs = self.body(images)
-        return [outputs[name] for name in self.layers]
+        maps = [outputs[name] for name in self.layers]
+        for name, feature_map in zip(self.layers, maps):
+            if feature_map.ndim != 4:
+                raise ValueError(
+                    f"layer {name!r} gives a {feature_map.ndim}-D output of shape "
+                    f"{tuple(feature_map.shape)}: layers must give spatial maps (n, channels, height, "
+                    "width), such as convolutional stages"
+                )
+        return maps
 
     def fold_batch_norm_entries(self, state_dict: Mapping[str, torch.Tensor], prefix: str = "") -> dict:
         """A state dict saved before the body's batch norms were folded, in today's layout.
