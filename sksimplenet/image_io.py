@@ -151,7 +151,10 @@ def _native(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def _check_pixels(pixels, index: int) -> None:
+def _check_pixels(pixels, index: int, label: str | None = None) -> None:
+    """Refuse pixel values outside the documented forms; ``label`` names the image (default
+    ``Image <index>``; files add their path)."""
+    label = label or f"Image {index}"
     if isinstance(pixels, torch.Tensor):
         if pixels.is_floating_point() and pixels.dtype not in (torch.float16, torch.float32, torch.float64):
             pixels = pixels.float()  # bfloat16 and float8 have no NumPy counterpart
@@ -160,25 +163,31 @@ def _check_pixels(pixels, index: int) -> None:
     if array.dtype in (np.uint8, np.uint16):
         return
     if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.floating):
-        raise ValueError(f"Image {index} has dtype {array.dtype}: expected uint8, uint16 or float in [0, 1]")
+        raise ValueError(f"{label} has dtype {array.dtype}: expected uint8, uint16 or float in [0, 1]")
     if not np.isfinite(array).all():
-        raise ValueError(f"Image {index} contains NaN or infinite values")
+        raise ValueError(f"{label} contains NaN or infinite values")
     low, high = float(array.min()), float(array.max())
     if low < 0.0 or high > 1.0:
         raise ValueError(
-            f"Image {index} has float values in [{low:g}, {high:g}]: float images must lie in "
+            f"{label} has float values in [{low:g}, {high:g}]: float images must lie in "
             "[0, 1] (divide uint8 data by 255)"
         )
 
 
-def _pil_to_array(image: Image.Image) -> np.ndarray:
+def _pil_to_array(image: Image.Image, label: str) -> np.ndarray:
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         return np.asarray(image, dtype=np.float32).clip(0, 65535) / 65535.0
     if image.mode == "F":
         return np.asarray(image, dtype=np.float32)
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
-    return np.asarray(image.convert("RGB"))
+    try:
+        return np.asarray(image.convert("RGB"))
+    except ValueError:
+        raise ValueError(
+            f"{label} has PIL mode {image.mode!r}, which PIL cannot convert to RGB: save it as "
+            "L, LA, RGB or RGBA"
+        ) from None
 
 
 def _open_file(path, index: int) -> Image.Image:
@@ -226,11 +235,13 @@ def load_image(item, index: int = 0) -> torch.Tensor:
         A file is not a readable image, is truncated or corrupt, has zero size, or decodes
         to float values outside [0, 1]. The message names ``index`` and the path.
     """
+    label = f"Image {index}"
     if isinstance(item, (str, os.PathLike)):
+        label = f"Image {index}: {str(item)!r}"
         item = _open_file(item, index)
     if isinstance(item, Image.Image):
-        array = _pil_to_array(item)
-        _check_pixels(array, index)
+        array = _pil_to_array(item, label)
+        _check_pixels(array, index, label)
         item = array
     if isinstance(item, np.ndarray):
         item = _native(item)

@@ -208,3 +208,15 @@ def test_big_endian_and_long_double_arrays_decode_like_native_ones(fitted, dtype
         load_image(converted), load_image(native.astype(converted.dtype.newbyteorder("=")))
     )
     assert np.isfinite(fitted.score_samples([converted])).all()
+
+
+def test_float_tiff_outside_zero_one_names_the_file(fitted, tmp_path):
+    path = tmp_path / "depth.tif"
+    Image.fromarray(np.full((16, 16), 3.0, np.float32), mode="F").save(path)
+    with pytest.raises(ValueError, match=r"^Image 0: '.*depth\.tif' has float values in \[3, 3\]"):
+        load_image(path)
+
+
+def test_an_image_mode_pil_cannot_convert_is_named(fitted):
+    with pytest.raises(ValueError, match=r"^Image 0 has PIL mode 'La', which PIL cannot convert to RGB"):
+        fitted.score_samples([Image.new("La", (16, 16))])
