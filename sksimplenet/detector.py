@@ -22,7 +22,15 @@ from torch.nn import functional as F
 
 from .backbones import build_feature_extractor
 from .cache import FeatureCache
-from .image_io import ImageDataset, as_image_list, crop_box, image_size, size_pair
+from .image_io import (
+    DecodeFailure,
+    ImageDataset,
+    as_image_list,
+    crop_box,
+    image_size,
+    raise_failures,
+    size_pair,
+)
 from .model import SimpleNetModel
 from .training import held_out_split, train_discriminator
 
@@ -82,7 +90,10 @@ def _all_or_nothing(fit):
 
 def _collate(images: list[torch.Tensor]):
     """One ``(n, 3, H, W)`` batch when the images have one size (so that the loader pins the
-    batch itself for an asynchronous copy to the GPU), else the list of images."""
+    batch itself for an asynchronous copy to the GPU), else the list of images (decode
+    failures from workers included, for the main process to raise)."""
+    if any(isinstance(image, DecodeFailure) for image in images):
+        return images
     if all(image.shape == images[0].shape for image in images):
         return torch.stack(images)
     return images
@@ -492,6 +503,7 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
             if isinstance(batch, torch.Tensor):
                 yield batch.to(device, non_blocking=True)
             else:
+                raise_failures(batch)
                 for image in batch:
                     yield image.unsqueeze(0).to(device, non_blocking=True)
 

@@ -360,6 +360,27 @@ class ImageDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, index: int) -> torch.Tensor:
+    def __getitem__(self, index: int) -> torch.Tensor | DecodeFailure:
         position = index if self.positions is None else self.positions[index]
-        return preprocess(load_image(self.images[index], position), self.resize, self.crop_size)
+        try:
+            return preprocess(load_image(self.images[index], position), self.resize, self.crop_size)
+        except (ValueError, TypeError, OSError) as error:
+            if torch.utils.data.get_worker_info() is None:
+                raise
+            # In a DataLoader worker a raised error reaches the user wrapped in the worker's
+            # traceback; returned, it is raised as it is by the main process (raise_failures).
+            return DecodeFailure(error)
+
+
+class DecodeFailure:
+    """An error met while decoding an image in a worker process, carried to the main process."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+
+def raise_failures(items: list) -> None:
+    """Raise the first :class:`DecodeFailure` among a batch's items, as the error it carries."""
+    for item in items:
+        if isinstance(item, DecodeFailure):
+            raise item.error

@@ -65,3 +65,20 @@ def test_parallel_decoding_of_files_gives_identical_scores(detector, data, tmp_p
 
     fitted_parallel = SimpleNetDetector(**SMALL, n_jobs=2).fit(paths[:8])
     np.testing.assert_array_equal(fitted_parallel.score_samples(paths), detector.score_samples(paths))
+
+
+def test_a_corrupt_file_decoded_in_a_worker_gives_the_one_line_message(detector, data, tmp_path):
+    paths = []
+    for index, image in enumerate(data[:4]):
+        paths.append(tmp_path / f"{index}.png")
+        Image.fromarray(image).save(paths[-1])
+    paths[2].write_bytes(paths[2].read_bytes()[:200])  # cut short
+    detector.set_params(n_jobs=2)
+    try:
+        with pytest.raises(ValueError) as raised:
+            detector.score_samples(paths)
+    finally:
+        detector.set_params(n_jobs=None)
+    message = str(raised.value)
+    assert message.startswith("Image 2: ") and "is truncated or corrupt" in message
+    assert "\n" not in message and "worker" not in message
