@@ -4,9 +4,9 @@ Examples
 --------
 Train on one MVTec AD category, evaluate it, and score new images::
 
-    sksimplenet fit /data/mvtec --layout mvtec --category bottle -o bottle.joblib
-    sksimplenet evaluate bottle.joblib /data/mvtec --layout mvtec --category bottle --json bottle.json
-    sksimplenet predict bottle.joblib new_images/ -o predictions/
+    sksimplenet fit /data/mvtec --layout mvtec --category bottle -o bottle.safetensors
+    sksimplenet evaluate bottle.safetensors /data/mvtec --layout mvtec --category bottle --json bottle.json
+    sksimplenet predict bottle.safetensors new_images/ -o predictions/
 
 Everything offline on generated images::
 
