@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import copy
 import time
 from pathlib import Path
@@ -148,3 +149,16 @@ def knn_baseline(
         scores.append(distances.flatten(1).amax(1))
         maps.append(score_maps(distances, size, smoothing_sigma))
     return torch.cat(scores).numpy(), torch.cat(maps).numpy()
+
+
+def parse_settings(items: list[str]) -> dict:
+    """``--set NAME=VALUE`` options as detector parameters; values are Python literals where
+    they parse as one (``0.5``, ``None``, ``(224, 224)``), else strings."""
+    settings = {}
+    for item in items:
+        name, _, text = item.partition("=")
+        try:
+            settings[name] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            settings[name] = text
+    return settings

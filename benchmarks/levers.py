@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from common import cached_features, knn_baseline, masks_at
-from mtd_variants import make_parts
+from mtd_variants import make_parts, score_test
 
 from sksimplenet.metrics import image_auroc, pixel_auroc
-from sksimplenet.scoring import image_scores, score_maps
+from sksimplenet.scoring import image_scores
 from sksimplenet.training import held_out_split, train_discriminator
 
 CPU_MODE = {"epochs": 40, "batch_size": 32, "patch_fraction": 0.125, "sigma": 0.3}
@@ -72,15 +72,9 @@ def held_out_sigma(scaler, train, held_out, bank_size=20000, seed=0) -> float:
     return float(distances.median()) / width**0.5
 
 
-@torch.inference_mode()
 def scores_and_maps(scaler, adaptor, discriminator, features, size):
-    maps = []
-    for begin in range(0, len(features), 32):
-        batch = features[begin : begin + 32].float()
-        n, h, w, c = batch.shape
-        patch = -discriminator(adaptor(scaler(batch.reshape(-1, c)))).reshape(n, h, w)
-        maps.append(score_maps(patch, size, 4.0))
-    maps = torch.cat(maps)
+    """Image scores (mean of the top 1 % of each map, the detector's default) and maps."""
+    maps, _ = score_test(scaler, adaptor, discriminator, features, size)
     return image_scores(maps, 0.01).numpy(), maps
 
 

@@ -19,13 +19,12 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import time
 
 import numpy as np
 import torch
-from common import MTD_ROOT, knn_baseline, masks_at, mtd_split, plain_layout
+from common import MTD_ROOT, knn_baseline, masks_at, mtd_split, parse_settings, plain_layout
 
 import sksimplenet.detector
 from sksimplenet import SimpleNetDetector
@@ -49,13 +48,6 @@ def _fit_backbones_in_nchw() -> None:
         return plain_layout(build(*args, **kwargs))
 
     sksimplenet.detector.build_feature_extractor = build_in_nchw
-
-
-def _value(text: str):
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
 
 
 @torch.inference_mode()
@@ -120,9 +112,7 @@ def main(argv=None) -> None:
     params = {"backbone": "efficientnet_lite0", "device": "cpu", **MTD_INPUT}
     if args.epochs is not None:
         params["epochs"] = args.epochs
-    for item in args.set:
-        name, _, value = item.partition("=")
-        params[name] = _value(value)
+    params.update(parse_settings(args.set))
     print("parameters:", {k: v for k, v in SimpleNetDetector(**params).get_params().items()})
 
     results = []

@@ -23,23 +23,15 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import time
 from pathlib import Path
 
 import numpy as np
-from common import dataset_split, extract, knn_baseline, masks_at
+from common import dataset_split, extract, knn_baseline, masks_at, parse_settings
 
 from sksimplenet import SimpleNetDetector
 from sksimplenet.metrics import image_auroc, pixel_auroc
-
-
-def _value(text: str):
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
 
 
 def run(dataset: str, seed: int, params: dict, reference: bool) -> dict:
@@ -96,9 +88,7 @@ def main(argv=None) -> None:
     parser.add_argument("--json", type=Path, help="write every row to this file")
     args = parser.parse_args(argv)
     params = {"backbone": args.backbone, "device": "cpu"}
-    for item in args.set:
-        name, _, value = item.partition("=")
-        params[name] = _value(value)
+    params.update(parse_settings(args.set))
     print("parameters (others at their defaults):", params, flush=True)
 
     rows = []
