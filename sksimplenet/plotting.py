@@ -88,13 +88,14 @@ def _draw(ax, image: np.ndarray, anomaly_map: np.ndarray, threshold, alpha: floa
     height, width = anomaly_map.shape
     extent = (-0.5, width - 0.5, height - 0.5, -0.5)
     ax.imshow(image, extent=extent, interpolation="nearest")
-    seen_low, seen_high = float(np.nanmin(anomaly_map)), float(np.nanmax(anomaly_map))
+    seen = np.ma.masked_invalid(anomaly_map)
+    seen_low, seen_high = float(seen.min()), float(seen.max())
     low = seen_low if vmin is None else float(vmin)
     high = seen_high if vmax is None else float(vmax)
     if high <= low:
         high = low + 1e-12
     artist = ax.imshow(
-        np.ma.masked_invalid(anomaly_map),
+        seen,
         cmap="jet",
         alpha=alpha,
         vmin=low,
@@ -106,7 +107,7 @@ def _draw(ax, image: np.ndarray, anomaly_map: np.ndarray, threshold, alpha: floa
         ax.contour(
             np.arange(width),
             np.arange(height),
-            np.ma.masked_invalid(anomaly_map),
+            seen,
             levels=[float(threshold)],
             colors=CONTOUR_COLOR,
             linewidths=1.5,

@@ -232,9 +232,9 @@ def validation_loss(
     """Held-out criterion: the truncated L1 loss on held-out normal patches against copies
     noised at **half** the training ``sigma``.
 
-    At the training noise the held-out loss reaches 0 with the training loss and can no
-    longer tell one epoch from another; at half the noise the task stays hard, so the value
-    keeps moving while the model changes. Lower is better. A fixed, seeded subset of at most
+    At the training noise the held-out loss would follow the training loss down to about 0
+    and could no longer tell one epoch from another; at half the noise the task stays hard,
+    so the value keeps moving while the model changes. Lower is better. A fixed, seeded subset of at most
     ``max_patches`` patches and fixed noise make epochs comparable. BatchNorm uses the
     batch's statistics (normal and noised patches together), as in a training step; the
     modules' running statistics are left untouched.
@@ -255,7 +255,7 @@ def validation_loss(
         patches = patches[torch.randperm(len(patches), generator=generator)[:max_patches].to(patches.device)]
     half = tuple(s / 2 for s in sigma) if isinstance(sigma, (tuple, list)) else sigma / 2
     noise_generator = torch.Generator(device=device).manual_seed(seed + 2)
-    norms = [m for m in discriminator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = _batch_norms(discriminator)
     saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in norms]
     training = adaptor.training, discriminator.training
     adaptor.eval()
@@ -272,6 +272,10 @@ def validation_loss(
             norm.num_batches_tracked.copy_(count)
         adaptor.train(training[0])
         discriminator.train(training[1])
+
+
+def _batch_norms(module: nn.Module) -> list[nn.Module]:
+    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
 def _discriminate(patches, scaler, adaptor, discriminator, sigma, generator, device):
@@ -301,7 +305,7 @@ def _recompute_batchnorm_statistics(
     even rank anomalies as normal). One pass over the training batches, normal and noised
     as in training, without gradients, gives the exact averages for the weights kept.
     """
-    norms = [m for m in discriminator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = _batch_norms(discriminator)
     if not norms:
         return
     momenta = [m.momentum for m in norms]
