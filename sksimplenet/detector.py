@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import copy
+import enum
 import functools
 import math
-import numbers
 import os
 import re
 import threading
@@ -17,9 +17,12 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Integral, Real, StrOptions
 from sklearn.utils.validation import check_is_fitted
+from torch import nn
 from torch.nn import functional as F
 
+from ._constraints import SIZE, Number, Rule, is_integer, is_positive_number
 from .backbones import build_feature_extractor
 from .cache import FeatureCache
 from .image_io import (
@@ -36,8 +39,6 @@ from .training import held_out_split, train_discriminator
 
 _INFERENCE_BATCH = 16
 _AUTO_STEPS = 1000  # training steps of epochs="auto" (docs/quality.md)
-# Larger smoothing would only blur the map into a constant, at a cost that grows with it.
-_MAX_SMOOTHING_SIGMA = 100.0
 _DEVICE_TYPES = ("cpu", "cuda", "mps")
 # fit warns when the held-out images cannot set a threshold within this factor of contamination.
 _FALSE_ALARM_SLACK = 3.0
@@ -107,9 +108,12 @@ def _to_host(tensor: torch.Tensor) -> torch.Tensor:
     return host.copy_(tensor, non_blocking=True)
 
 
-def _is_number(value, kind=numbers.Real) -> bool:
-    """Whether ``value`` is a ``kind`` number; booleans are not numbers here."""
-    return isinstance(value, kind) and not isinstance(value, bool)
+def _is_layer_names(layers) -> bool:
+    return isinstance(layers, (tuple, list)) and len(layers) > 0 and all(isinstance(n, str) for n in layers)
+
+
+def _is_sigma_tuple(sigma) -> bool:
+    return isinstance(sigma, (tuple, list)) and len(sigma) > 0 and all(is_positive_number(v) for v in sigma)
 
 
 def _check_labels(y, n_images: int) -> np.ndarray:
@@ -394,79 +398,53 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         return tags
 
     # ------------------------------------------------------------------ validation
-    def _validate_params(self) -> None:
-        def positive(name, integer=False, allow_zero=False):
-            value = getattr(self, name)
-            ok = _is_number(value, numbers.Integral if integer else numbers.Real) and np.isfinite(value)
-            if not ok or value < 0 or (value == 0 and not allow_zero):
-                bound = ">= 0" if allow_zero else ("> 0" if not integer else ">= 1")
-                raise ValueError(
-                    f"{name} must be {'an integer' if integer else 'a number'} {bound}, got {value!r}"
-                )
+    # Every parameter's valid values, checked by fit (scikit-learn's ``_validate_params``)
+    # and by :func:`sksimplenet.load` before a stored model is rebuilt.
+    _parameter_constraints: dict = {
+        "backbone": [str, nn.Module],
+        "layers": [None, Rule(_is_layer_names, "a non-empty tuple of module names (str)")],
+        "weights": [str, os.PathLike, enum.Enum, None],
+        "patch_size": [Rule(lambda v: is_integer(v) and v % 2 == 1, "an odd int >= 1")],
+        "feature_dim": [Number(Integral, 1, None, closed="left"), None],
+        "feature_scaling": [StrOptions({"standardize"}), None],
+        "sigma": [
+            Number(Real, 0, None, closed="neither"),
+            Rule(_is_sigma_tuple, "a non-empty tuple of floats > 0"),
+        ],
+        "hidden_dim": [Number(Integral, 1, None, closed="left")],
+        "margin": [Number(Real, 0, None, closed="neither")],
+        "epochs": [Number(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "batch_size": [Number(Integral, 1, None, closed="left")],
+        "patch_fraction": [Number(Real, 0, 1, closed="right")],
+        "weight_averaging": [Number(Real, 0, 1, closed="neither"), None],
+        "validation_fraction": [Number(Real, 0, 0.5, closed="both")],
+        "adaptor_lr": [Number(Real, 0, None, closed="neither")],
+        "discriminator_lr": [Number(Real, 0, None, closed="neither")],
+        "weight_decay": [Number(Real, 0, None, closed="left")],
+        "adaptor_bias": ["boolean"],
+        "adaptor_init": [StrOptions({"xavier", "identity"})],
+        "resize": [SIZE],
+        "crop_size": [SIZE, None],
+        # Larger smoothing only blurs the map into a constant, at a cost that grows with it.
+        "smoothing_sigma": [Number(Real, 0, 100, closed="both")],
+        "image_score": [StrOptions({"max"}), Number(Real, 0, 1, closed="right")],
+        "contamination": [StrOptions({"auto"}), Number(Real, 0, 0.5, closed="right")],
+        "cache_dtype": [StrOptions(set(_CACHE_DTYPES))],
+        "cache_dir": [None, str, os.PathLike],
+        "device": [Rule(_is_device, "'auto', 'cpu', 'cuda', 'cuda:N', 'mps' or a torch.device of those")],
+        "n_jobs": [
+            None,
+            Number(Integral, None, -1, closed="right"),
+            Number(Integral, 1, None, closed="left"),
+        ],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
 
-        if not (self.epochs == "auto" or (_is_number(self.epochs, numbers.Integral) and self.epochs >= 1)):
-            raise ValueError(f"epochs must be an integer >= 1 or 'auto', got {self.epochs!r}")
-        for name in ("batch_size", "hidden_dim", "patch_size"):
-            positive(name, integer=True)
-        for name in ("adaptor_lr", "discriminator_lr", "margin", "patch_fraction"):
-            positive(name)
-        if self.patch_fraction > 1:
-            raise ValueError(f"patch_fraction must be in (0, 1], got {self.patch_fraction!r}")
-        averaging = self.weight_averaging
-        if averaging is not None and not (_is_number(averaging) and 0 < averaging < 1):
-            raise ValueError(f"weight_averaging must be None or a float in (0, 1), got {averaging!r}")
-        fraction = self.validation_fraction
-        if not (_is_number(fraction) and 0 <= fraction <= 0.5):
-            raise ValueError(f"validation_fraction must be a float in [0, 0.5], got {fraction!r}")
-        if isinstance(self.sigma, (tuple, list)):
-            valid = [_is_number(v) and np.isfinite(v) and v > 0 for v in self.sigma]
-            if not valid or not all(valid):
-                raise ValueError(f"sigma must be a number > 0 or a tuple of them, got {self.sigma!r}")
-        else:
-            positive("sigma")
-        for name in ("weight_decay", "smoothing_sigma"):
-            positive(name, allow_zero=True)
-        if self.smoothing_sigma > _MAX_SMOOTHING_SIGMA:
-            raise ValueError(
-                f"smoothing_sigma must be at most {_MAX_SMOOTHING_SIGMA:g} (pixels of the network's "
-                f"input), got {self.smoothing_sigma!r}"
-            )
-        if not _is_device(self.device):
-            raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {self.device!r}")
-        n_jobs = self.n_jobs
-        if not (n_jobs is None or (_is_number(n_jobs, numbers.Integral) and n_jobs != 0)):
-            raise ValueError(f"n_jobs must be None or a non-zero integer (-1: all cores), got {n_jobs!r}")
-        if self.patch_size % 2 == 0:
-            raise ValueError(f"patch_size must be odd, got {self.patch_size}")
-        if self.feature_dim is not None:
-            positive("feature_dim", integer=True)
-        if self.adaptor_init not in ("identity", "xavier"):
-            raise ValueError(f"adaptor_init must be 'identity' or 'xavier', got {self.adaptor_init!r}")
-        if self.feature_scaling not in (None, "standardize"):
-            raise ValueError(f"feature_scaling must be None or 'standardize', got {self.feature_scaling!r}")
-        if self.cache_dtype not in _CACHE_DTYPES:
-            raise ValueError(f"cache_dtype must be one of {sorted(_CACHE_DTYPES)}, got {self.cache_dtype!r}")
-        if self.cache_dir is not None and not (
-            isinstance(self.cache_dir, (str, os.PathLike)) and os.path.isdir(self.cache_dir)
-        ):
-            raise ValueError(f"cache_dir must be None or an existing folder, got {self.cache_dir!r}")
-        if not (self.image_score == "max" or (_is_number(self.image_score) and 0 < self.image_score <= 1)):
-            raise ValueError(f"image_score must be 'max' or a float in (0, 1], got {self.image_score!r}")
-        contamination = self.contamination
-        if not (contamination == "auto" or (_is_number(contamination) and 0 < contamination <= 0.5)):
-            raise ValueError(f"contamination must be 'auto' or a float in (0, 0.5], got {contamination!r}")
-        for name in ("resize", "crop_size"):
-            value = getattr(self, name)
-            values = (value,) if isinstance(value, numbers.Integral) else value
-            if value is None and name == "crop_size":
-                continue
-            if not (
-                isinstance(values, (tuple, list))
-                and len(values) in (1, 2)
-                and all(isinstance(v, numbers.Integral) and v > 0 for v in values)
-            ):
-                raise ValueError(f"{name} must be a positive int or (height, width), got {value!r}")
-        if self.crop_size is not None and self.resize is not None:
+    def _validate_params(self) -> None:
+        """Check every parameter against the table, then the rules that tie two together."""
+        super()._validate_params()
+        if self.crop_size is not None:
             crop = size_pair(self.crop_size)
             bound = size_pair(self.resize)  # an int or 1-sequence: the shorter side, along either axis
             if crop[0] > bound[0] or crop[1] > bound[1]:
@@ -475,6 +453,11 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
                     f"(resize={self.resize!r}): the crop would be padded with black. Use a crop_size "
                     "no larger than resize, or None."
                 )
+
+    def _check_environment(self) -> None:
+        """What depends on this machine rather than on the values: checked by fit only."""
+        if self.cache_dir is not None and not os.path.isdir(self.cache_dir):
+            raise ValueError(f"cache_dir must be None or an existing folder, got {self.cache_dir!r}")
 
     # ------------------------------------------------------------------ data flow
     def _loader(self, images: list, device: torch.device, positions=None):
@@ -562,6 +545,7 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         """
         start = time.perf_counter()
         self._validate_params()
+        self._check_environment()
         images = as_image_list(X)
         positions = list(range(len(images)))
         if y is not None:

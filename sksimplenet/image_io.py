@@ -20,6 +20,7 @@ their size is reported after that turn.
 
 from __future__ import annotations
 
+import numbers
 import os
 import warnings
 from collections.abc import Sequence
@@ -278,9 +279,14 @@ def image_size(item) -> tuple[int, int]:
     return tuple(int(s) for s in item.shape[-2:])
 
 
+def _int_list(size: int | Sequence[int]) -> list[int]:
+    """An int or a sequence of ints (NumPy integers included) as a list of Python ints."""
+    return [int(size)] if isinstance(size, numbers.Integral) else [int(v) for v in size]
+
+
 def size_pair(size: int | Sequence[int]) -> tuple[int, int]:
     """``(height, width)`` from an int (a square) or a 1- or 2-sequence."""
-    values = (size,) if isinstance(size, int) else tuple(int(v) for v in size)
+    values = _int_list(size)
     return (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
 
 
@@ -293,8 +299,8 @@ def resized_size(size: tuple[int, int], resize: int | Sequence[int] | None) -> t
     height, width = size
     if resize is None:
         return height, width
-    if isinstance(resize, int) or len(resize) == 1:
-        short = int(resize if isinstance(resize, int) else resize[0])
+    if len(_int_list(resize)) == 1:
+        short = _int_list(resize)[0]
         if height <= width:
             return short, int(short * width / height)
         return int(short * height / width), short
@@ -336,10 +342,9 @@ def preprocess(
     :func:`crop_box` maps the result back onto the image.
     """
     if resize is not None:
-        size = [resize] if isinstance(resize, int) else list(resize)
-        image = TF.resize(image, size, antialias=True)
+        image = TF.resize(image, _int_list(resize), antialias=True)
     if crop_size is not None:
-        image = TF.center_crop(image, [crop_size] if isinstance(crop_size, int) else list(crop_size))
+        image = TF.center_crop(image, _int_list(crop_size))
     return image
 
 

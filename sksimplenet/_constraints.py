@@ -1,0 +1,72 @@
+"""Constraint objects for ``SimpleNetDetector._parameter_constraints``.
+
+scikit-learn checks an estimator's constraints table with
+``sklearn.utils._param_validation.validate_parameter_constraints``, which names the
+parameter, the values it accepts and the value it got. It knows its own constraint classes
+only; the two here extend them: :class:`Number` (an ``Interval`` that also refuses booleans,
+NaN and infinities) and :class:`Rule` (a predicate with a description, for the values no
+built-in constraint describes, such as a device name or an image size).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable
+
+from sklearn.utils._param_validation import Interval, Options
+
+
+class Number(Interval):
+    """``Interval`` for finite numbers that are not booleans (NumPy scalars included)."""
+
+    def is_satisfied_by(self, value) -> bool:
+        if isinstance(value, bool) or not isinstance(value, numbers.Number):
+            return False
+        return super().is_satisfied_by(value) and math.isfinite(value)
+
+
+class Rule(Options):
+    """A value satisfying ``predicate``; ``description`` is what error messages call it.
+
+    Parameters
+    ----------
+    predicate : callable
+        ``predicate(value) -> bool``; an exception counts as False.
+    description : str
+        Completes "The 'x' parameter of SimpleNetDetector must be ...".
+    """
+
+    def __init__(self, predicate: Callable[[object], bool], description: str):
+        super().__init__(object, set())
+        self.predicate = predicate
+        self.description = description
+
+    def is_satisfied_by(self, value) -> bool:
+        try:
+            return bool(self.predicate(value))
+        except Exception:
+            return False
+
+    def __str__(self) -> str:
+        return self.description
+
+
+def is_integer(value, minimum: int = 1) -> bool:
+    """Whether ``value`` is an integer (not a boolean) of at least ``minimum``."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
+
+
+def is_positive_number(value) -> bool:
+    """Whether ``value`` is a finite number > 0 (not a boolean)."""
+    return Number(numbers.Real, 0, None, closed="neither").is_satisfied_by(value)
+
+
+def is_size(value) -> bool:
+    """Whether ``value`` is an image size: a positive int or a 1- or 2-sequence of them."""
+    if is_integer(value):
+        return True
+    return isinstance(value, (tuple, list)) and len(value) in (1, 2) and all(is_integer(v) for v in value)
+
+
+SIZE = Rule(is_size, "a positive int or a (height, width) pair of them")
