@@ -13,7 +13,9 @@ Accepted forms of ``X`` (one form per call):
 ``uint8`` (0–255) or ``uint16`` (0–65535), in either byte order; float pixels must be finite
 and within [0, 1]. Image files larger than :data:`MAX_IMAGE_PIXELS` are refused from their
 header, before decoding.
-Grayscale, palette, 16-bit and RGBA files are converted to RGB in [0, 1]. Files are turned
+Grayscale, palette, 16-bit and RGBA files are converted to RGB in [0, 1]; 32-bit integer
+images (PIL mode ``I``, which has no fixed range) are read as 8-bit when their values are
+within 0–255, as 16-bit within 0–65535, and refused otherwise. Files are turned
 upright as their EXIF orientation tag says (a portrait photo is scored standing up), and
 their size is reported after that turn.
 """
@@ -176,8 +178,10 @@ def _check_pixels(pixels, index: int, label: str | None = None) -> None:
 
 
 def _pil_to_array(image: Image.Image, label: str) -> np.ndarray:
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        return np.asarray(image, dtype=np.float32).clip(0, 65535) / 65535.0
+    if image.mode in ("I;16", "I;16B", "I;16L"):
+        return np.asarray(image, dtype=np.float32) / 65535.0
+    if image.mode == "I":
+        return _scaled_32_bit(np.asarray(image), label)
     if image.mode == "F":
         return np.asarray(image, dtype=np.float32)
     if image.mode == "P" and "transparency" in image.info:
@@ -189,6 +193,23 @@ def _pil_to_array(image: Image.Image, label: str) -> np.ndarray:
             f"{label} has PIL mode {image.mode!r}, which PIL cannot convert to RGB: save it as "
             "L, LA, RGB or RGBA"
         ) from None
+
+
+def _scaled_32_bit(pixels: np.ndarray, label: str) -> np.ndarray:
+    """Mode-``I`` pixels (32-bit integers, a mode with no fixed range) in [0, 1].
+
+    Such images come from ``Image.convert("I")`` of 8-bit images, from int32 arrays and from
+    32-bit TIFF files: they are read as 8-bit when every value is within 0-255, as 16-bit
+    when within 0-65535, and refused otherwise.
+    """
+    low, high = int(pixels.min()), int(pixels.max())
+    if low < 0 or high > 65535:
+        raise ValueError(
+            f"{label} is a 32-bit integer image (PIL mode 'I') with values in [{low}, {high}]: "
+            "only 0-255 (8-bit) or 0-65535 (16-bit) values have a known range. Scale it to uint8, "
+            "uint16 or float in [0, 1] first."
+        )
+    return pixels.astype(np.float32) / (255.0 if high <= 255 else 65535.0)
 
 
 def _open_file(path, index: int) -> Image.Image:

@@ -220,3 +220,24 @@ def test_float_tiff_outside_zero_one_names_the_file(fitted, tmp_path):
 def test_an_image_mode_pil_cannot_convert_is_named(fitted):
     with pytest.raises(ValueError, match=r"^Image 0 has PIL mode 'La', which PIL cannot convert to RGB"):
         fitted.score_samples([Image.new("La", (16, 16))])
+
+
+@pytest.mark.parametrize(
+    "values, scale", [([0, 128, 255], 255.0), ([0, 300, 65535], 65535.0)], ids=["8-bit", "16-bit"]
+)
+def test_32_bit_integer_image_is_scaled_by_the_range_its_values_need(values, scale):
+    eight_bit = Image.fromarray(np.array([values], dtype=np.uint8 if scale == 255 else np.uint16))
+    image = eight_bit.convert("I")  # what Image.convert("I") and int32 arrays give
+    assert image.mode == "I"
+    tensor = load_image(image)
+    np.testing.assert_allclose(tensor[0, 0].numpy(), np.array(values) / scale, rtol=1e-6)
+    assert tensor.max() == 1.0  # not divided by 65535 into black
+
+
+def test_32_bit_integer_image_beyond_16_bits_is_refused(tmp_path):
+    path = tmp_path / "counts.tif"
+    Image.fromarray(np.array([[0, 70000]], dtype=np.int32)).save(path)
+    with pytest.raises(
+        ValueError, match=r"^Image 0: '.*counts\.tif' is a 32-bit integer image .* \[0, 70000\]"
+    ):
+        load_image(path)
