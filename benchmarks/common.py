@@ -10,13 +10,12 @@ from unittest import mock
 
 import numpy as np
 import torch
-from PIL import Image
 
 import sksimplenet.backbones
 from sksimplenet.backbones import build_feature_extractor
 from sksimplenet.datasets import load_mtd, load_mvtec
 from sksimplenet.features import embed_patches
-from sksimplenet.image_io import ImageDataset, preprocess
+from sksimplenet.image_io import ImageDataset
 from sksimplenet.scoring import score_maps
 
 DATASETS_ROOT = Path(__file__).resolve().parents[2] / "shared" / "datasets"
@@ -57,21 +56,6 @@ def library_backbone(backbone: str, weights=None):
     """
     with mock.patch.object(sksimplenet.backbones, "fold_batch_norms", lambda body: (body, {})):
         return plain_layout(build_feature_extractor(backbone, None, weights))
-
-
-def masks_at(paths, resize=256, crop_size=224) -> np.ndarray | None:
-    """Ground-truth masks preprocessed like the images: (n, H, W) bool, all False for an image
-    without a mask (a normal one); None when no image has a mask (image labels only)."""
-    if all(path is None for path in paths):
-        return None
-    out = {}
-    for index, path in enumerate(paths):
-        if path is not None:
-            mask = torch.from_numpy(np.asarray(Image.open(path).convert("L")) > 0)[None].float()
-            mask = preprocess(mask, resize, crop_size)  # bilinear, then threshold at half
-            out[index] = mask[0].numpy() >= 0.5
-    blank = np.zeros_like(next(iter(out.values())))
-    return np.stack([out.get(index, blank) for index in range(len(paths))])
 
 
 @torch.inference_mode()

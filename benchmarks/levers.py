@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import cached_features, knn_baseline, masks_at
+from common import cached_features, knn_baseline
 from mtd_variants import make_parts, score_test
 
-from sksimplenet.metrics import image_auroc, pixel_auroc
+from sksimplenet.metrics import image_auroc, masks_at_map_resolution, pixel_auroc
 from sksimplenet.scoring import image_scores
 from sksimplenet.training import held_out_split, train_discriminator
 
@@ -124,8 +124,8 @@ def main(argv=None) -> None:
     for dataset in args.datasets:
         for seed in args.seeds:
             features, test, split = cached_features(seed, args.cache, dataset, resize=size, crop_size=None)
-            masks = masks_at(split["test_masks"], size, None)
             labels = split["test_labels"]
+            masks = masks_at_map_resolution(split["test_masks"], labels, size, None, [size] * len(labels))
             trained, held = held_out_split(len(features), 0.1, seed)
             train, held_out = features[trained], features[held]
             if not args.no_reference:

@@ -24,11 +24,11 @@ import time
 
 import numpy as np
 import torch
-from common import MTD_ROOT, knn_baseline, masks_at, mtd_split, parse_settings, plain_layout
+from common import MTD_ROOT, knn_baseline, mtd_split, parse_settings, plain_layout
 
 import sksimplenet.detector
 from sksimplenet import SimpleNetDetector
-from sksimplenet.metrics import image_auroc, pixel_auroc
+from sksimplenet.metrics import image_auroc, masks_at_map_resolution, pixel_auroc
 
 # MTD's tiles are long and thin, so a centre crop of the shorter side would cut defects
 # away: the benchmark squashes every image to 224 x 224 instead (a choice from the data's
@@ -71,7 +71,9 @@ def run(seed: int, params: dict, baseline: bool) -> dict:
     scores = -detector.score_samples(split["test_paths"])
     score_seconds = time.perf_counter() - start
     maps = detector.anomaly_map(split["test_paths"])
-    masks = masks_at(split["test_masks"], params["resize"], params["crop_size"])
+    masks = masks_at_map_resolution(
+        split["test_masks"], labels, detector.resize, detector.crop_size, [m.shape for m in maps]
+    )
     result = {
         "seed": seed,
         "simplenet_image_auroc": image_auroc(labels, scores),

@@ -24,10 +24,10 @@ import time
 from pathlib import Path
 
 import torch
-from common import cached_features, masks_at
+from common import cached_features
 from mtd_variants import make_parts, score_test
 
-from sksimplenet.metrics import image_auroc, pixel_auroc
+from sksimplenet.metrics import image_auroc, masks_at_map_resolution, pixel_auroc
 from sksimplenet.scoring import image_scores
 from sksimplenet.training import _recompute_batchnorm_statistics, train_discriminator
 
@@ -51,8 +51,8 @@ def main(argv=None) -> None:
 
     size = (224, 224)  # MTD squashed, as in benchmarks/mtd.py
     train, test, split = cached_features(args.seed, args.cache, resize=size, crop_size=None)
-    masks = masks_at(split["test_masks"], size, None)
     labels = split["test_labels"]
+    masks = masks_at_map_resolution(split["test_masks"], labels, size, None, [size] * len(labels))
     scaler, adaptor, discriminator = make_parts(train, "standardize")
     steps_per_epoch = -(-len(train) // args.batch_size)
     print(f"{len(train)} training images, {steps_per_epoch} steps per epoch", flush=True)

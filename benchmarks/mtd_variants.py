@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 import torch
-from common import cached_features, knn_baseline, masks_at
+from common import cached_features, knn_baseline
 
-from sksimplenet.metrics import image_auroc, pixel_auroc
+from sksimplenet.metrics import image_auroc, masks_at_map_resolution, pixel_auroc
 from sksimplenet.networks import Adaptor, Discriminator, FeatureScaler
 from sksimplenet.scoring import image_scores, score_maps
 from sksimplenet.training import train_discriminator
@@ -90,8 +90,8 @@ def main(argv=None) -> None:
 
     size = (args.size, args.size)
     train, test, split = cached_features(args.seed, args.cache, resize=size, crop_size=None)
-    masks = masks_at(split["test_masks"], size, None)
     labels = split["test_labels"]
+    masks = masks_at_map_resolution(split["test_masks"], labels, size, None, [size] * len(labels))
     top = size[0] * size[1] // 100
 
     rows = []

@@ -13,9 +13,8 @@ import argparse
 import time
 
 from sksimplenet import SimpleNetDetector
-from sksimplenet.cli import masks_at_map_resolution
 from sksimplenet.datasets import load_mtd
-from sksimplenet.metrics import evaluate
+from sksimplenet.metrics import evaluate, masks_at_map_resolution
 
 
 def main() -> None:

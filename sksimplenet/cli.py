@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["main", "masks_at_map_resolution", "evaluate_detector", "metrics_table", "load_detector"]
+__all__ = ["main", "evaluate_detector", "metrics_table", "load_detector"]
 
 LAYOUTS = ("mvtec", "mtd", "visa", "folder")
 METRIC_NAMES = {
@@ -182,62 +182,12 @@ def _use_device(args, detector) -> None:
         detector.set_params(device=args.device)
 
 
-def masks_at_map_resolution(masks, labels, resize, crop_size, shapes) -> list[np.ndarray] | None:
-    """Ground-truth masks on the anomaly maps' pixel grid, preprocessed like the images.
-
-    Each mask is resized and centre-cropped with :func:`sksimplenet.image_io.preprocess`
-    (bilinear) and thresholded at 0.5.
-
-    Parameters
-    ----------
-    masks : sequence of (path, array or None)
-        One per test image; None for an image without defects.
-    labels : array-like of shape (n_images,)
-        +1 normal / -1 anomalous.
-    resize, crop_size
-        The detector's preprocessing.
-    shapes : sequence of (int, int)
-        The shape of each image's anomaly map.
-
-    Returns
-    -------
-    list of ndarray of bool, or None
-        None when an anomalous image has no mask (or its file is missing): pixel metrics
-        then cannot be computed.
-    """
-    import torch
-    from PIL import Image
-
-    from .image_io import preprocess
-
-    out = []
-    for index, (mask, label, shape) in enumerate(zip(masks, labels, shapes)):
-        if isinstance(mask, (str, os.PathLike)) and not Path(mask).is_file():
-            mask = None
-        if mask is None:
-            if label == -1:
-                return None
-            out.append(np.zeros(shape, dtype=bool))
-            continue
-        if isinstance(mask, (str, os.PathLike)):
-            with Image.open(mask) as image:
-                mask = np.asarray(image.convert("L"))
-        tensor = torch.from_numpy((np.asarray(mask) != 0).astype(np.float32))[None]
-        tensor = preprocess(tensor, resize, crop_size)[0]
-        if tuple(tensor.shape) != tuple(shape):
-            raise CommandError(
-                f"mask {index} is {tuple(tensor.shape)} after preprocessing but its map is {tuple(shape)}"
-            )
-        out.append(tensor.numpy() >= 0.5)
-    return out
-
-
 def evaluate_detector(detector, paths, labels, masks=None) -> dict[str, float]:
     """Image metrics, and pixel metrics when every anomalous image has a mask.
 
     Image scores are ``-detector.score_samples(paths)``; maps are
     ``detector.anomaly_map(paths)`` at the network's resolution, and the masks are brought
-    there by :func:`masks_at_map_resolution`.
+    there by :func:`sksimplenet.metrics.masks_at_map_resolution`.
 
     Parameters
     ----------
@@ -264,7 +214,7 @@ def evaluate_detector(detector, paths, labels, masks=None) -> dict[str, float]:
 
 def _metrics(detector, labels, scores, masks=None, maps=None) -> dict[str, float]:
     """:func:`sksimplenet.metrics.evaluate` with the masks brought to the maps' resolution."""
-    from .metrics import evaluate
+    from .metrics import evaluate, masks_at_map_resolution
 
     if maps is None or masks is None:
         return evaluate(labels, scores)

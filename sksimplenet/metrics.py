@@ -42,6 +42,7 @@ __all__ = [
     "f1_max",
     "image_auroc",
     "image_f1_max",
+    "masks_at_map_resolution",
     "pixel_auroc",
     "pixel_f1_max",
 ]
@@ -211,6 +212,75 @@ def _read_map(amap, index: int) -> np.ndarray:
     if not np.isfinite(amap).all():
         raise ValueError(f"map {index} contains NaN or infinite values")
     return amap
+
+
+def masks_at_map_resolution(masks, labels, resize, crop_size, shapes) -> list[np.ndarray] | None:
+    """Ground-truth masks brought onto the anomaly maps' pixel grid, preprocessed like the images.
+
+    Each mask goes through the images' preprocessing,
+    :func:`sksimplenet.image_io.preprocess` (bilinear resize with antialiasing, then centre
+    crop), and is thresholded at 0.5: a map pixel is a defect pixel when at least half of
+    what it covers is defect. The result can be passed to :func:`evaluate`,
+    :func:`pixel_auroc` or :func:`aupro` with ``SimpleNetDetector.anomaly_map(X)`` (maps at
+    the network's input resolution).
+
+    Parameters
+    ----------
+    masks : sequence of length n_images
+        One item per test image: a mask array of shape ``(height_i, width_i)`` (nonzero =
+        defect) on the image's own pixel grid, a path to a mask image, or None for an image
+        without defects. A path to a missing file counts as None.
+    labels : array-like of shape (n_images,)
+        +1 normal / -1 anomalous.
+    resize : int, (int, int) or None
+        The detector's ``resize``.
+    crop_size : int, (int, int) or None
+        The detector's ``crop_size``.
+    shapes : sequence of (int, int), length n_images
+        The shape ``(H, W)`` of each image's anomaly map (``input_size_`` for maps from
+        ``anomaly_map(X)``).
+
+    Returns
+    -------
+    list of ndarray of bool, each of shape ``shapes[i]``, or None
+        All False for an image without a mask. None when an anomalous image has no mask
+        (or its file is missing): pixel metrics then cannot be computed.
+
+    Raises
+    ------
+    ValueError
+        A mask is not 2-D, or its shape after preprocessing is not its map's.
+    """
+    import torch
+
+    from .image_io import preprocess
+
+    out = []
+    for index, (mask, label, shape) in enumerate(zip(masks, labels, shapes)):
+        shape = tuple(int(v) for v in shape)
+        if isinstance(mask, (str, os.PathLike)) and not os.path.isfile(mask):
+            mask = None
+        if mask is None:
+            if label == -1:
+                return None
+            out.append(np.zeros(shape, dtype=bool))
+            continue
+        if isinstance(mask, (str, os.PathLike)):
+            from PIL import Image
+
+            with Image.open(mask) as image:
+                mask = np.asarray(image.convert("L"))
+        mask = np.asarray(mask)
+        if mask.ndim != 2:
+            raise ValueError(f"mask {index} must be 2-D (height, width), got shape {mask.shape}")
+        tensor = torch.from_numpy((mask != 0).astype(np.float32))[None]
+        tensor = preprocess(tensor, resize, crop_size)[0]
+        if tuple(tensor.shape) != shape:
+            raise ValueError(
+                f"mask {index} is {tuple(tensor.shape)} after preprocessing but its map is {shape}"
+            )
+        out.append(tensor.numpy() >= 0.5)
+    return out
 
 
 @dataclass

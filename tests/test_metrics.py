@@ -10,6 +10,7 @@ from sksimplenet.metrics import (
     f1_max,
     image_auroc,
     image_f1_max,
+    masks_at_map_resolution,
     pixel_auroc,
     pixel_f1_max,
 )
@@ -151,6 +152,60 @@ def test_pixel_metrics_name_the_mismatched_image():
         pixel_auroc(masks, [maps[0], maps[1, :, 1:], maps[2]])
     with pytest.raises(ValueError, match="no defect pixel"):
         pixel_auroc(np.zeros((2, 5, 5)), np.ones((2, 5, 5)))
+
+
+# ----------------------------------------------------------------------------- masks at map resolution
+def test_masks_at_map_resolution_keeps_defects_where_they_are_when_downsampled():
+    mask = np.zeros((80, 120), np.uint8)
+    mask[40:60, 80:120] = 255  # the bottom-right block of the image
+
+    (small,) = masks_at_map_resolution([mask], [-1], (40, 60), None, [(40, 60)])
+
+    expected = np.zeros((40, 60), bool)
+    expected[20:30, 40:60] = True  # the same block, at half the resolution
+    assert small.dtype == bool
+    np.testing.assert_array_equal(small, expected)
+
+
+def test_masks_at_map_resolution_crops_like_the_images():
+    mask = np.zeros((100, 100), bool)
+    mask[30:40, 70:80] = True  # inside the centre crop
+    mask[0:10, 0:10] = True  # cut away by it
+
+    (cropped,) = masks_at_map_resolution([mask], [-1], None, 60, [(60, 60)])
+
+    expected = np.zeros((60, 60), bool)
+    expected[10:20, 50:60] = True  # the crop starts at row 20, column 20
+    np.testing.assert_array_equal(cropped, expected)
+
+
+def test_masks_at_map_resolution_reads_files_and_blanks_normal_images(tmp_path):
+    mask = np.zeros((32, 32), np.uint8)
+    mask[8:16, 4:12] = 255
+    path = tmp_path / "mask.png"
+    Image.fromarray(mask).save(path)
+
+    out = masks_at_map_resolution(
+        [path, None, tmp_path / "missing.png"], [-1, 1, 1], 16, None, [(16, 16)] * 3
+    )
+
+    assert [m.shape for m in out] == [(16, 16)] * 3
+    assert np.argwhere(out[0]).min(0).tolist() == [4, 2] and np.argwhere(out[0]).max(0).tolist() == [7, 5]
+    assert out[0].sum() == 16
+    assert not out[1].any() and not out[2].any()
+
+
+def test_masks_at_map_resolution_gives_up_on_an_anomalous_image_without_a_mask(tmp_path):
+    masks = [np.ones((8, 8), bool), tmp_path / "missing.png"]
+    assert masks_at_map_resolution(masks, [-1, -1], None, None, [(8, 8)] * 2) is None
+
+
+def test_masks_at_map_resolution_names_the_mismatched_mask():
+    masks = [np.zeros((8, 8), bool), np.zeros((8, 10), bool)]
+    with pytest.raises(ValueError, match=r"mask 1 is \(8, 10\) after preprocessing but its map is \(8, 8\)"):
+        masks_at_map_resolution(masks, [1, -1], None, None, [(8, 8)] * 2)
+    with pytest.raises(ValueError, match=r"mask 0 must be 2-D"):
+        masks_at_map_resolution([np.zeros((8, 8, 3))], [-1], None, None, [(8, 8)])
 
 
 # ----------------------------------------------------------------------------- AUPRO
