@@ -17,7 +17,9 @@ The protocol here is honest: the model after the **last** epoch is evaluated, an
 that keeps the epoch with the best test metrics reports higher numbers than this protocol
 can; expect the means to be somewhat lower than the paper's.
 
-A GPU is strongly advised (``--device cuda``); on a CPU one category takes hours.
+The ``wide_resnet50_2`` ImageNet weights come from torchvision, which downloads them on
+the first run (or finds them in its cache). A GPU is strongly advised (``--device cuda``);
+on a CPU one category takes hours.
 
     python examples/mvtec_reproduction.py /data/mvtec_anomaly_detection --device cuda --json results.json
 """

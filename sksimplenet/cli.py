@@ -2,7 +2,9 @@
 
 Examples
 --------
-Train on one MVTec AD category, evaluate it, and score new images::
+Train on one MVTec AD category, evaluate it, and score new images (``fit``'s default
+backbone, ``wide_resnet50_2``, has ImageNet weights that torchvision downloads on first
+use; ``--backbone efficientnet_lite0`` runs offline)::
 
     sksimplenet fit /data/mvtec --layout mvtec --category bottle -o bottle.safetensors
     sksimplenet evaluate bottle.safetensors /data/mvtec --layout mvtec --category bottle --json bottle.json
@@ -432,7 +434,9 @@ def build_parser() -> argparse.ArgumentParser:
         "fit",
         help="train a detector on normal images and save it",
         description="Train on the normal training images of DATASET and save the detector. "
-        "Options not given take the detector's defaults (the paper's settings).",
+        "Options not given take the detector's defaults (see docs/quality.md for where they differ "
+        "from the paper's settings). The default backbone, wide_resnet50_2, downloads its ImageNet "
+        "weights on first use; efficientnet_lite0 runs offline.",
     )
     dataset_options(fit, LAYOUTS)
     fit.add_argument("--backbone", help="e.g. wide_resnet50_2 (default), resnet18, efficientnet_lite0")
@@ -478,7 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     predict.set_defaults(run=_predict)
 
-    demo = sub.add_parser("demo", help="end to end on generated images, offline, in well under a minute")
+    demo = sub.add_parser("demo", help="end to end on generated images, offline, in a minute or two on a CPU")
     demo.add_argument(
         "-o",
         "--output",

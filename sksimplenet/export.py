@@ -11,7 +11,10 @@ Graph signature
 - input ``images``: ``float32 (N, 3, H, W)``, RGB in [0, 1], already resized and
   centre-cropped to the detector's ``input_size_ = (H, W)``;
 - output ``anomaly_map``: ``float32 (N, H, W)``, higher = more anomalous;
-- output ``score``: ``float32 (N,)``, the maximum of each map.
+- output ``score``: ``float32 (N,)``, each image's anomaly score as the detector's
+  ``image_score`` makes it from the map: the mean of the map's highest 1 % of pixels by
+  default, its maximum with ``image_score="max"`` (the paper's). It is
+  ``-score_samples`` up to float rounding.
 
 ``N`` is dynamic; ``H`` and ``W`` are fixed. ``score > outlier_threshold`` (a metadata
 entry, ``-offset_``) is what :meth:`~sksimplenet.SimpleNetDetector.predict` calls an

@@ -1,9 +1,12 @@
 """The runnable examples run offline, exit cleanly and print what they promise."""
 
+import importlib.util
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -48,3 +51,38 @@ def test_grid_search_cross_validates_sigma(tmp_path):
     best = value(output, r"^best sigma: \S+ \(AUROC ([0-9.]+)\)$")
     assert best == max(aurocs)
     assert 0 <= value(output, r"accuracy ([0-9.]+)$") <= 1
+
+
+def _detectors_built_by_mvtec_reproduction(monkeypatch, *args: str) -> list[dict]:
+    """The parameters of the detectors the reproduction script builds; nothing is fitted."""
+    spec = importlib.util.spec_from_file_location("mvtec_reproduction", EXAMPLES / "mvtec_reproduction.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    built = []
+
+    class Built(Exception):
+        pass
+
+    def record(**params):
+        built.append(params)
+        raise Built
+
+    monkeypatch.setattr(module, "SimpleNetDetector", record)
+    monkeypatch.setattr(module, "load_mvtec", lambda root, category: {})
+    with pytest.raises(Built):
+        module.main(["mvtec", "--categories", "bottle", *args])
+    return built
+
+
+def test_mvtec_reproduction_runs_the_papers_configuration(monkeypatch):
+    from sksimplenet import PAPER_PARAMS, SimpleNetDetector
+
+    (params,) = _detectors_built_by_mvtec_reproduction(monkeypatch)
+
+    assert {key: params[key] for key in PAPER_PARAMS} == PAPER_PARAMS
+    assert params["sigma"] == 0.015 and params["image_score"] == "max"
+    assert params["backbone"] == "wide_resnet50_2"
+    SimpleNetDetector(**params)  # every parameter is one the estimator takes
+
+    (defaults,) = _detectors_built_by_mvtec_reproduction(monkeypatch, "--package-defaults")
+    assert not set(PAPER_PARAMS) & set(defaults)
