@@ -19,8 +19,9 @@ with the rest:
 A SHA-256 digest of the JSON document and of every tensor is stored next to it, so a file
 that was truncated, corrupted or edited after it was written is refused. The digest guards
 against accidents, not against an attacker, who can recompute it; what makes the format safe
-to open is that loading never executes code from the file: the network is rebuilt from the
-parameters and only plain numbers are read into it.
+to open is that loading never executes code from the file and builds nothing before every
+entry is checked (:func:`load` lists the checks; docs/security.md describes them): the
+network is rebuilt from validated parameters and only plain numbers are read into it.
 
 Compatibility rule: a file loads in any sksimplenet with the same major version as the one
 that wrote it (``1.x`` reads files of every ``1.y``); a file whose format version is unknown
@@ -42,6 +43,7 @@ import json
 import math
 import numbers
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -49,9 +51,11 @@ import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+from sklearn.utils._param_validation import Integral, Real
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
+from ._constraints import Number, Rule, is_integer
 from .backbones import build_feature_extractor
 from .detector import SimpleNetDetector
 
@@ -68,6 +72,48 @@ _REQUIRED_FITTED = (
     "fit_time_",
 )
 _TAGS = ("__tuple__", "__path__", "__ndarray__", "__weights__", "__module__")
+_DOCUMENT_KEYS = frozenset(
+    {"format", "format_version", "package_version", "torch_version", "params", "fitted"}
+)
+#: The longest JSON document :func:`load` reads, in characters (a model's document is a few
+#: kilobytes; one entry per training image, such as ``held_out_indices_``, adds a few bytes each).
+MAX_DOCUMENT_CHARS = 32 << 20
+_MAX_NESTING = 32  # save writes at most 4 levels (and one per dimension of an array)
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+def _is_number_list(value) -> bool:
+    return isinstance(value, list) and all(
+        Number(Real, None, None, closed="neither").is_satisfied_by(v) for v in value
+    )
+
+
+def _is_integer_tuple(length: int, maximum: int | None = None):
+    def check(value) -> bool:
+        return (
+            isinstance(value, tuple)
+            and len(value) == length
+            and all(is_integer(v) and (maximum is None or v <= maximum) for v in value)
+        )
+
+    return check
+
+
+#: Every fitted attribute a model file may hold, with its valid values.
+FITTED_ATTRIBUTES = {
+    "offset_": Number(Real, None, None, closed="neither"),
+    "threshold_": Number(Real, None, None, closed="neither"),
+    "loss_history_": Rule(_is_number_list, "a list of finite numbers"),
+    "validation_history_": Rule(_is_number_list, "a list of finite numbers"),
+    "n_train_images_": Number(Integral, 1, None, closed="left"),
+    "n_held_out_images_": Number(Integral, 0, None, closed="left"),
+    "held_out_indices_": Rule(
+        lambda v: isinstance(v, list) and all(is_integer(i, minimum=0) for i in v), "a list of ints >= 0"
+    ),
+    "feature_shape_": Rule(_is_integer_tuple(3), "a (height, width, feature_dim) tuple of ints >= 1"),
+    "input_size_": Rule(_is_integer_tuple(2, 1 << 16), "a (height, width) tuple of ints in [1, 65536]"),
+    "fit_time_": Number(Real, 0, None, closed="left"),
+}
 _SUPPORTED = (
     "None, bool, int, float, str, lists, tuples, dicts with str keys, paths, NumPy arrays "
     "and torchvision weight enums"
@@ -123,22 +169,68 @@ def _encode(value, where: str):
     )
 
 
-def _decode(value):
+class _Invalid(Exception):
+    """An entry of a model file's document that is not what :func:`save` writes."""
+
+
+# What __ndarray__ entries may hold: booleans and numbers of at most 8 bytes.
+_ARRAY_KINDS = "biuf"
+_TAG_KEYS = {
+    "__tuple__": {"__tuple__"},
+    "__path__": {"__path__"},
+    "__ndarray__": {"__ndarray__", "dtype", "shape"},
+    "__weights__": {"__weights__"},
+}
+
+
+def _decode(value, where: str):
+    """The value :func:`_encode` was given, from its JSON form; :class:`_Invalid` if malformed."""
     if isinstance(value, list):
-        return [_decode(v) for v in value]
+        return [_decode(v, f"{where}[{i}]") for i, v in enumerate(value)]
     if not isinstance(value, dict):
         return value
-    if "__tuple__" in value:
-        return tuple(_decode(v) for v in value["__tuple__"])
-    if "__path__" in value:
-        return Path(value["__path__"])
-    if "__ndarray__" in value:
-        return np.array(value["__ndarray__"], dtype=np.dtype(value["dtype"])).reshape(value["shape"])
-    if "__weights__" in value:
+    tags = [tag for tag in _TAG_KEYS if tag in value]
+    if not tags:
+        return {key: _decode(v, f"{where}[{key!r}]") for key, v in value.items()}
+    tag = tags[0]
+    if set(value) != _TAG_KEYS[tag]:
+        raise _Invalid(f"{where} is a malformed {tag} entry (keys {sorted(value)})")
+    content = value[tag]
+    if tag == "__tuple__":
+        if not isinstance(content, list):
+            raise _Invalid(f"{where} is a malformed tuple (not a list)")
+        return tuple(_decode(v, f"{where}[{i}]") for i, v in enumerate(content))
+    if tag == "__path__":
+        if not isinstance(content, str):
+            raise _Invalid(f"{where} is a malformed path (not a string)")
+        return Path(content)
+    if tag == "__weights__":
         import torchvision
 
-        return torchvision.models.get_weight(value["__weights__"])
-    return {key: _decode(v) for key, v in value.items()}
+        try:
+            return torchvision.models.get_weight(str(content))
+        except (ValueError, KeyError, AttributeError, TypeError):
+            raise _Invalid(f"{where} names unknown torchvision weights {content!r}") from None
+    return _decode_array(value, where)
+
+
+def _decode_array(value: dict, where: str) -> np.ndarray:
+    dtype, shape = value["dtype"], value["shape"]
+    try:
+        dtype = np.dtype(dtype) if isinstance(dtype, str) else None
+    except TypeError:
+        dtype = None
+    if dtype is None or dtype.kind not in _ARRAY_KINDS or dtype.itemsize > 8:
+        raise _Invalid(f"{where} has an array dtype {value['dtype']!r}: expected booleans or numbers")
+    if not (isinstance(shape, list) and all(is_integer(n, minimum=0) for n in shape)):
+        raise _Invalid(f"{where} has an array shape {shape!r}: expected a list of sizes")
+    try:
+        array = np.array(value["__ndarray__"], dtype=dtype)
+    except (TypeError, ValueError, OverflowError):
+        raise _Invalid(f"{where} holds values that are not a {dtype} array") from None
+    if array.size != math.prod(shape):
+        raise _Invalid(f"{where} holds {array.size} values, not the {math.prod(shape)} of shape {shape}")
+    return array.reshape(shape)
 
 
 def _digest(document: str, tensors: dict[str, torch.Tensor]) -> str:
@@ -231,7 +323,21 @@ def _major(version: str, path: Path) -> int:
         raise ModelFileError(f"{str(path)!r}: package_version {version!r} is not a version number") from None
 
 
+def _nesting_depth(document: str) -> int:
+    """How deeply the JSON ``document``'s lists and objects nest (strings ignored), without
+    parsing it, so that a crafted document cannot exhaust the parser's recursion."""
+    skeleton = np.frombuffer(_JSON_STRING.sub("", document).encode(), dtype=np.uint8)
+    steps = np.isin(skeleton, (ord("["), ord("{"))).astype(np.int64)
+    steps -= np.isin(skeleton, (ord("]"), ord("}")))
+    return int(np.cumsum(steps).max(initial=0))
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a finite number")
+
+
 def _read(path: Path) -> tuple[dict, str, dict[str, torch.Tensor], str | None]:
+    """The document (parsed), its text, the tensors and the stored digest of a model file."""
     try:
         with safe_open(path, framework="pt", device="cpu") as file:
             metadata = file.metadata() or {}
@@ -246,15 +352,23 @@ def _read(path: Path) -> tuple[dict, str, dict[str, torch.Tensor], str | None]:
             f"{str(path)!r} is a safetensors file but not a sksimplenet model file (its metadata "
             f"has no {_DOCUMENT_KEY!r} entry)"
         )
+    document = metadata[_DOCUMENT_KEY]
+    if len(document) > MAX_DOCUMENT_CHARS:
+        raise ModelFileError(
+            f"{str(path)!r} has a {len(document)}-character document, more than "
+            f"sksimplenet.persistence.MAX_DOCUMENT_CHARS = {MAX_DOCUMENT_CHARS}"
+        )
+    if _nesting_depth(document) > _MAX_NESTING:
+        raise ModelFileError(f"{str(path)!r} has a document nested deeper than {_MAX_NESTING} levels")
     try:
-        header = json.loads(metadata[_DOCUMENT_KEY])
-    except json.JSONDecodeError as error:
+        header = json.loads(document, parse_constant=_refuse_constant)
+    except ValueError as error:  # JSONDecodeError, non-finite constants, oversized integers
         raise ModelFileError(
             f"{str(path)!r} is corrupted: its JSON metadata does not parse ({error})"
         ) from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise ModelFileError(f"{str(path)!r} is not a sksimplenet model file (format is not {FORMAT!r})")
-    return header, metadata[_DOCUMENT_KEY], tensors, metadata.get(_DIGEST_KEY)
+    return header, document, tensors, metadata.get(_DIGEST_KEY)
 
 
 def is_safetensors_file(path: str | os.PathLike) -> bool:
@@ -297,12 +411,143 @@ def _check_versions(header: dict, path: Path) -> None:
         )
 
 
+def _check_document(header: dict, document: str, tensors: dict, digest: str | None, path: Path) -> None:
+    """The document's keys are the ones :func:`save` writes, and the digest matches."""
+    unknown = sorted(set(header) - _DOCUMENT_KEYS)
+    if unknown:
+        raise ModelFileError(f"{str(path)!r} has unknown entries {unknown[:5]}")
+    for key in ("params", "fitted"):
+        if not isinstance(header.get(key), dict):
+            raise ModelFileError(f"{str(path)!r} is missing the key {key!r}")
+    missing = [name for name in _REQUIRED_FITTED if name not in header["fitted"]]
+    if missing:
+        raise ModelFileError(f"{str(path)!r} is missing the fitted attributes {missing}")
+    unknown = sorted(set(header["fitted"]) - set(FITTED_ATTRIBUTES))
+    if unknown:
+        raise ModelFileError(
+            f"{str(path)!r} has fitted attributes {unknown[:5]} that this sksimplenet "
+            f"({_package_version()}) does not know: it was written by sksimplenet {header['package_version']}"
+        )
+    unknown = sorted(set(header["params"]) - set(SimpleNetDetector._parameter_constraints))
+    if unknown:
+        raise ModelFileError(
+            f"{str(path)!r} has parameters {unknown[:5]} that this sksimplenet ({_package_version()}) "
+            f"does not know: it was written by sksimplenet {header['package_version']}"
+        )
+    if digest is None:
+        raise ModelFileError(f"{str(path)!r} is missing its checksum entry {_DIGEST_KEY!r}")
+    if _digest(document, tensors) != digest:
+        raise ModelFileError(
+            f"{str(path)!r} is corrupted: its contents do not match the checksum written with "
+            "them (the file was modified or damaged after it was saved)"
+        )
+
+
+def _backbone_param(stored, backbone: nn.Module | None, path: Path):
+    """The backbone to rebuild: the file's name, or the module the caller passes for a file
+    fitted with a custom module (whose code the file cannot hold)."""
+    if isinstance(stored, dict):
+        if set(stored) != {"__module__"} or not isinstance(stored["__module__"], str):
+            raise _Invalid(f"parameter 'backbone' is malformed ({stored!r:.80})")
+        class_name = stored["__module__"]
+        if backbone is None:
+            raise ModelFileError(
+                f"{str(path)!r} was fitted with a custom nn.Module backbone of class {class_name!r}, "
+                f"whose code the file does not store: pass it, load(path, backbone={class_name}(...))"
+            )
+        if not isinstance(backbone, nn.Module):
+            raise TypeError(f"backbone must be an nn.Module, got {type(backbone).__name__}")
+        if type(backbone).__qualname__ != class_name:
+            warnings.warn(
+                f"The file's backbone was a {class_name}, the given one is a "
+                f"{type(backbone).__qualname__}; its weights are still loaded strictly",
+                stacklevel=3,
+            )
+        return backbone
+    if backbone is not None:
+        raise ValueError(
+            f"backbone= is only for files fitted with a custom nn.Module backbone; this file's "
+            f"backbone is {stored!r}, which is rebuilt from the file"
+        )
+    return stored
+
+
+def _detector_from_params(stored: dict, backbone: nn.Module | None, path: Path) -> SimpleNetDetector:
+    """An unfitted detector with the file's parameters, each checked against the estimator's
+    own constraints table (the parameters added since the file was written: defaults)."""
+    params = {name: _decode(v, f"parameter {name!r}") for name, v in stored.items() if name != "backbone"}
+    params["backbone"] = _backbone_param(stored.get("backbone", "wide_resnet50_2"), backbone, path)
+    detector = SimpleNetDetector(**params)
+    try:
+        detector._validate_params()
+    except ValueError as error:
+        raise _Invalid(str(error)) from None
+    return detector
+
+
+def _check_fitted(fitted: dict) -> dict:
+    """The decoded fitted attributes, each checked against :data:`FITTED_ATTRIBUTES`."""
+    values = {name: _decode(value, f"fitted attribute {name!r}") for name, value in fitted.items()}
+    for name, value in values.items():
+        rule = FITTED_ATTRIBUTES[name]
+        if not rule.is_satisfied_by(value):
+            raise _Invalid(f"fitted attribute {name!r} must be {rule}, got {value!r:.80}")
+    if len(values.get("held_out_indices_", [])) != values.get("n_held_out_images_", 0):
+        raise _Invalid("held_out_indices_ does not list n_held_out_images_ images")
+    return values
+
+
+def _model_from_tensors(detector: SimpleNetDetector, feature_dim: int, tensors: dict) -> nn.Module:
+    """The fitted network, built on the meta device (no memory) from the parameters, compared
+    entry by entry with the file's tensors, then given those tensors as its weights."""
+    with torch.device("meta"):
+        try:
+            extractor = build_feature_extractor(detector.backbone, detector.layers, weights=None)
+        except (ValueError, TypeError, RuntimeError, KeyError) as error:
+            raise _Invalid(f"cannot rebuild the backbone: {error}") from error
+        model = detector._make_model(extractor, feature_dim)
+    # Files written before the backbone's batch norms were folded hold them separately.
+    try:
+        tensors = extractor.fold_batch_norm_entries(tensors, prefix="extractor.")
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as error:
+        raise _Invalid(f"its backbone batch norms do not fold: {error}") from None
+    expected = model.state_dict()
+    absent, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+    if absent or extra:
+        details = []
+        if absent:
+            details.append(f"missing {len(absent)} weight tensors (e.g. {absent[:3]})")
+        if extra:
+            details.append(f"{len(extra)} unexpected weight tensors (e.g. {extra[:3]})")
+        raise _Invalid(f"it does not match its parameters: {'; '.join(details)}")
+    for name, reference in expected.items():
+        tensor = tensors[name]
+        if tensor.shape != reference.shape or tensor.dtype != reference.dtype:
+            raise _Invalid(
+                f"weight tensor {name!r} is {tensor.dtype} {tuple(tensor.shape)}; its parameters "
+                f"make it {reference.dtype} {tuple(reference.shape)}"
+            )
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise _Invalid(f"weight tensor {name!r} holds NaN or infinite values")
+        # Statistics that the scores divide by or take the square root of.
+        if name.endswith("running_var") and (tensor < 0).any():
+            raise _Invalid(f"weight tensor {name!r} holds negative variances")
+        if name == "scaler.scale" and (tensor <= 0).any():
+            raise _Invalid(f"weight tensor {name!r} holds scales <= 0")
+    model.load_state_dict(tensors, strict=True, assign=True)
+    return model.eval()
+
+
 def load(path: str | os.PathLike, backbone: nn.Module | None = None) -> SimpleNetDetector:
     """Read a detector written by :func:`save` (or :meth:`SimpleNetDetector.save`).
 
-    Nothing in the file is executed: the network is rebuilt from the stored parameters (with
-    no download; ``weights=None``) and the stored tensors are loaded into it strictly, so
-    that the detector scores exactly as the saved one did.
+    Nothing in the file is executed, and nothing is built from it before it is checked: the
+    document's size and nesting are bounded, its keys must be those :func:`save` writes,
+    every parameter must pass the estimator's constraints table and every fitted attribute
+    its rule (:data:`FITTED_ATTRIBUTES`). The network is then rebuilt from the parameters on
+    PyTorch's meta device, which allocates nothing, and each of its weight tensors must match
+    the file's in name, dtype and shape and be finite before the file's tensors become its
+    weights. Memory use is bounded by the file's size.
 
     Parameters
     ----------
@@ -322,86 +567,23 @@ def load(path: str | os.PathLike, backbone: nn.Module | None = None) -> SimpleNe
     FileNotFoundError
         ``path`` does not exist.
     ModelFileError
-        The file is not a sksimplenet model file, is truncated, corrupted or edited, has an
-        unknown format version, was written by a sksimplenet with another major version, or
-        lacks entries or weights; also when a custom backbone is needed but not given.
+        Any malformed file: not a sksimplenet model file, truncated, corrupted or edited, an
+        unknown format version or another major version, unknown or missing entries, a
+        parameter or fitted attribute outside its valid values, weights that do not match the
+        parameters; also when a custom backbone is needed but not given.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Model file {str(path)!r} does not exist")
     header, document, tensors, digest = _read(path)
     _check_versions(header, path)
-    for key in ("params", "fitted"):
-        if not isinstance(header.get(key), dict):
-            raise ModelFileError(f"{str(path)!r} is missing the key {key!r}")
-    missing = [name for name in _REQUIRED_FITTED if name not in header["fitted"]]
-    if missing:
-        raise ModelFileError(f"{str(path)!r} is missing the fitted attributes {missing}")
-    if digest is None:
-        raise ModelFileError(f"{str(path)!r} is missing its checksum entry {_DIGEST_KEY!r}")
-    if _digest(document, tensors) != digest:
-        raise ModelFileError(
-            f"{str(path)!r} is corrupted: its contents do not match the checksum written with "
-            "them (the file was modified or damaged after it was saved)"
-        )
-
-    stored = header["params"]
-    known = SimpleNetDetector().get_params(deep=False)
-    unknown = sorted(set(stored) - set(known))
-    if unknown:
-        raise ModelFileError(
-            f"{str(path)!r} has parameters {unknown} that this sksimplenet ({_package_version()}) does "
-            f"not know: it was written by sksimplenet {header['package_version']}"
-        )
-    params = {name: _decode(value) for name, value in stored.items() if name != "backbone"}
-    stored_backbone = stored.get("backbone", known["backbone"])
-    if isinstance(stored_backbone, dict) and "__module__" in stored_backbone:
-        class_name = stored_backbone["__module__"]
-        if backbone is None:
-            raise ModelFileError(
-                f"{str(path)!r} was fitted with a custom nn.Module backbone of class {class_name!r}, "
-                f"whose code the file does not store: pass it, load(path, backbone={class_name}(...))"
-            )
-        if not isinstance(backbone, nn.Module):
-            raise TypeError(f"backbone must be an nn.Module, got {type(backbone).__name__}")
-        if type(backbone).__qualname__ != class_name:
-            warnings.warn(
-                f"The file's backbone was a {class_name}, the given one is a "
-                f"{type(backbone).__qualname__}; its weights are still loaded strictly",
-                stacklevel=2,
-            )
-        params["backbone"] = backbone
-    else:
-        if backbone is not None:
-            raise ValueError(
-                f"backbone= is only for files fitted with a custom nn.Module backbone; this file's "
-                f"backbone is {stored_backbone!r}, which is rebuilt from the file"
-            )
-        params["backbone"] = stored_backbone
-    detector = SimpleNetDetector(**params)
-    fitted = {name: _decode(value) for name, value in header["fitted"].items()}
-
+    _check_document(header, document, tensors, digest, path)
     try:
-        extractor = build_feature_extractor(detector.backbone, detector.layers, weights=None)
-    except (ValueError, TypeError, RuntimeError) as error:
-        raise ModelFileError(f"{str(path)!r}: cannot rebuild the backbone: {error}") from error
-    model = detector._make_model(extractor, int(fitted["feature_shape_"][-1]))
-    # Files written before the backbone's batch norms were folded hold them separately.
-    tensors = extractor.fold_batch_norm_entries(tensors, prefix="extractor.")
-    expected = set(model.state_dict())
-    absent, extra = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
-    if absent or extra:
-        details = []
-        if absent:
-            details.append(f"missing {len(absent)} weight tensors (e.g. {absent[:3]})")
-        if extra:
-            details.append(f"{len(extra)} unexpected weight tensors (e.g. {extra[:3]})")
-        raise ModelFileError(f"{str(path)!r} does not match its parameters: {'; '.join(details)}")
-    try:
-        model.load_state_dict(tensors, strict=True)
-    except RuntimeError as error:
-        raise ModelFileError(f"{str(path)!r} does not match its parameters: {error}") from error
-    model.eval()
+        detector = _detector_from_params(header["params"], backbone, path)
+        fitted = _check_fitted(header["fitted"])
+        model = _model_from_tensors(detector, fitted["feature_shape_"][-1], tensors)
+    except _Invalid as error:
+        raise ModelFileError(f"{str(path)!r} is not a valid model file: {error}") from None
 
     detector.model_ = model
     for name, value in fitted.items():

@@ -3,11 +3,15 @@
 import copy
 import json
 import pickle
+import re
+import resource
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from safetensors import safe_open
 from safetensors.torch import save_file
 from sklearn.exceptions import NotFittedError
@@ -41,12 +45,19 @@ def read_file(path):
         return json.loads(file.metadata()["sksimplenet"]), tensors
 
 
-def rewrite(source, target, edit_header=lambda header: None, edit_tensors=lambda tensors: None):
-    """Write ``source`` again with edits, with a valid checksum (as another version would)."""
+def rewrite(
+    source,
+    target,
+    edit_header=lambda header: None,
+    edit_tensors=lambda tensors: None,
+    edit_document=lambda document: document,
+):
+    """Write ``source`` again with edits, with a valid checksum (as another version, or an
+    attacker who recomputes it, would)."""
     header, tensors = read_file(source)
     edit_header(header)
     edit_tensors(tensors)
-    document = json.dumps(header, sort_keys=True)
+    document = edit_document(json.dumps(header, sort_keys=True))
     save_file(
         tensors,
         target,
@@ -285,3 +296,197 @@ def test_a_pickle_is_refused_without_being_executed(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing.safetensors' does not exist"):
         load(tmp_path / "nothing.safetensors")
+
+
+# ---------------------------------------------------------------------- crafted files
+def peak_memory_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def set_param(name, value):
+    return lambda header: header["params"].update({name: value})
+
+
+def set_fitted(name, value):
+    return lambda header: header["fitted"].update({name: value})
+
+
+def huge_integer(document):
+    return re.sub(r'"n_train_images_": \d+', '"n_train_images_": ' + "9" * 5000, document)
+
+
+def deeply_nested(document):
+    return document.replace('"sigma": 0.3', '"sigma": ' + "[" * 100_000 + "]" * 100_000)
+
+
+@pytest.mark.parametrize(
+    "edits, message",
+    [
+        ({"edit_header": set_param("hidden_dim", 4_000_000)}, r"'discriminator\.body\.0\.weight' is torch"),
+        ({"edit_header": set_param("sigma", -1)}, r"The 'sigma' parameter of SimpleNetDetector must be"),
+        ({"edit_header": set_param("resize", {"__tuple__": "ab"})}, r"'resize' is a malformed tuple"),
+        ({"edit_header": set_param("weights", {"__weights__": "No.SUCH"})}, r"unknown torchvision weights"),
+        (
+            {"edit_header": set_param("sigma", {"__ndarray__": [1], "dtype": "O", "shape": [1]})},
+            r"parameter 'sigma' has an array dtype 'O'",
+        ),
+        (
+            {"edit_header": set_param("sigma", {"__ndarray__": [1], "dtype": "<f8", "shape": [10**9]})},
+            r"holds 1 values, not the 1000000000",
+        ),
+        ({"edit_header": set_param("backbone", {"__module__": 3})}, r"parameter 'backbone' is malformed"),
+        ({"edit_header": set_fitted("model_", 1)}, r"has fitted attributes \['model_'\] that this"),
+        ({"edit_header": set_fitted("__dict__", {})}, r"has fitted attributes \['__dict__'\] that this"),
+        (
+            {"edit_header": set_fitted("feature_shape_", {"__tuple__": [12, 12, "x"]})},
+            r"fitted attribute 'feature_shape_' must be a \(height, width, feature_dim\) tuple",
+        ),
+        ({"edit_header": set_fitted("feature_shape_", [12, 12, 152])}, r"'feature_shape_' must be"),
+        ({"edit_header": set_fitted("input_size_", {"__tuple__": [10**9, 96]})}, r"'input_size_' must be"),
+        ({"edit_header": set_fitted("offset_", "0.1")}, r"fitted attribute 'offset_' must be"),
+        ({"edit_header": set_fitted("held_out_indices_", [1, 2, 3, 4, 5, 6])}, r"held_out_indices_ does not"),
+        ({"edit_header": lambda header: header.update(payload="x")}, r"has unknown entries \['payload'\]"),
+        ({"edit_document": deeply_nested}, r"nested deeper than 32 levels"),
+        ({"edit_header": set_fitted("offset_", float("nan"))}, r"NaN is not a finite number"),
+        ({"edit_document": huge_integer}, r"does not parse \(Exceeds the limit"),
+        (
+            {"edit_tensors": lambda tensors: tensors["discriminator.body.1.running_var"].fill_(-1.0)},
+            r"'discriminator\.body\.1\.running_var' holds negative variances",
+        ),
+        (
+            {"edit_tensors": lambda tensors: tensors["scaler.scale"].fill_(0.0)},
+            r"'scaler\.scale' holds scales",
+        ),
+        (
+            {"edit_tensors": lambda tensors: tensors.update({"adaptor.linear.weight": torch.zeros(3, 3)})},
+            r"weight tensor 'adaptor\.linear\.weight' is torch\.float32 \(3, 3\); its parameters make it",
+        ),
+        (
+            {"edit_tensors": lambda tensors: tensors["discriminator.head.weight"].fill_(float("nan"))},
+            r"weight tensor 'discriminator\.head\.weight' holds NaN or infinite values",
+        ),
+        (
+            {
+                "edit_tensors": lambda t: t.update(
+                    {"discriminator.head.weight": t["discriminator.head.weight"].double()}
+                )
+            },
+            r"'discriminator\.head\.weight' is torch\.float64",
+        ),
+    ],
+    ids=[
+        "huge-hidden-dim",
+        "invalid-sigma",
+        "tuple-of-a-string",
+        "unknown-weights",
+        "object-array",
+        "array-shape-too-large",
+        "backbone-not-a-class-name",
+        "fitted-model_",
+        "fitted-__dict__",
+        "feature-shape-with-a-string",
+        "feature-shape-as-a-list",
+        "huge-input-size",
+        "offset-as-a-string",
+        "held-out-indices-without-their-count",
+        "unknown-top-level-entry",
+        "deep-nesting",
+        "nan-constant",
+        "huge-integer",
+        "negative-variance",
+        "zero-scale",
+        "weight-of-another-shape",
+        "nan-weights",
+        "weight-of-another-dtype",
+    ],
+)
+def test_crafted_file_is_refused_before_anything_is_built(model_file, tmp_path, edits, message):
+    crafted = rewrite(model_file, tmp_path / "crafted.safetensors", **edits)
+    before = peak_memory_bytes()
+    with pytest.raises(ModelFileError, match=message):
+        load(crafted)
+    assert peak_memory_bytes() - before < 100 << 20
+
+
+def test_document_size_is_bounded(model_file, tmp_path, monkeypatch):
+    monkeypatch.setattr(persistence, "MAX_DOCUMENT_CHARS", 1000)
+    with pytest.raises(ModelFileError, match=r"-character document, more than .*MAX_DOCUMENT_CHARS = 1000"):
+        load(model_file)
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["__tuple__", "__path__", "__ndarray__", "dtype", "shape", "x"]), children
+        )
+    ),
+    max_leaves=6,
+)
+
+
+def mutate_header(header, data):
+    """Replace one value anywhere in the document (or delete it) with an arbitrary JSON value."""
+    node = header
+    while True:
+        keys = list(node) if isinstance(node, dict) else list(range(len(node)))
+        if not keys:
+            return
+        key = data.draw(st.sampled_from(keys))
+        child = node[key]
+        if isinstance(child, (dict, list)) and child and data.draw(st.booleans()):
+            node = child
+            continue
+        if isinstance(node, dict) and data.draw(st.booleans()):
+            del node[key]
+        else:
+            node[key] = data.draw(JSON_VALUES)
+        return
+
+
+def mutate_tensors(tensors, data):
+    name = data.draw(st.sampled_from(sorted(tensors)))
+    tensor = tensors[name]
+    change = data.draw(st.sampled_from(["drop", "shape", "dtype", "value", "rename"]))
+    if change == "drop":
+        del tensors[name]
+    elif change == "shape":
+        tensors[name] = torch.zeros(data.draw(st.lists(st.integers(0, 4), max_size=3)))
+    elif change == "dtype":
+        tensors[name] = tensor.to(data.draw(st.sampled_from([torch.float64, torch.int64, torch.float16])))
+    elif change == "value" and tensor.numel():
+        value = st.floats(-100, 100) | st.sampled_from([float("nan"), float("inf"), -float("inf")])
+        tensor.view(-1)[data.draw(st.integers(0, tensor.numel() - 1))] = data.draw(value)
+    else:
+        tensors[name + "x"] = tensors.pop(name)
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(data=st.data())
+def test_any_mutated_file_loads_as_a_working_detector_or_raises_model_file_error(
+    model_file, tmp_path, stripes, data
+):
+    edit_header = lambda header: mutate_header(header, data)  # noqa: E731
+    edit_tensors = lambda tensors: mutate_tensors(tensors, data)  # noqa: E731
+    which = data.draw(st.sampled_from(["header", "tensors", "both"]))
+    crafted = rewrite(
+        model_file,
+        tmp_path / "mutated.safetensors",
+        edit_header=edit_header if which != "tensors" else lambda header: None,
+        edit_tensors=edit_tensors if which != "header" else lambda tensors: None,
+    )
+    before = peak_memory_bytes()
+    try:
+        detector = load(crafted)
+    except ModelFileError:
+        pass
+    else:
+        scores = detector.score_samples(stripes[0][:2])
+        assert scores.shape == (2,) and np.isfinite(scores).all()
+    assert peak_memory_bytes() - before < 200 << 20
