@@ -665,7 +665,12 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         return maps, torch.cat(scores).numpy(), images
 
     def score_samples(self, X) -> np.ndarray:
-        """Normality of each image: the negated maximum of its anomaly map.
+        """Normality of each image: its negated image anomaly score.
+
+        The image anomaly score is made from the image's anomaly map as ``image_score``
+        says: by default (``image_score=0.01``) the mean of the map's highest 1 % of
+        pixels; with ``image_score="max"`` (the paper's, set by ``PAPER_PARAMS``) the map's
+        maximum.
 
         Returns
         -------
