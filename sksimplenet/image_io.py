@@ -2,7 +2,8 @@
 
 Accepted forms of ``X`` (one form per call):
 
-- a sequence of file paths (``str`` or ``os.PathLike``),
+- a sequence of file paths (``str`` or ``os.PathLike``; also a 1-D NumPy array of them, a
+  pandas Series, or a pandas DataFrame with one column of them),
 - a sequence of PIL images,
 - a sequence of NumPy arrays, each ``(height, width)`` or ``(height, width, channels)``,
 - a sequence of tensors, each ``(height, width)`` or ``(channels, height, width)``,
@@ -76,6 +77,15 @@ def as_image_list(X) -> list:
         raise TypeError("X is None: expected a sequence of images")
     if isinstance(X, (str, os.PathLike)):
         raise TypeError(f"X is a single path ({str(X)!r}): pass a list of image paths")
+    X = _paths_from_table(X)
+    if isinstance(X, np.ndarray) and X.dtype.kind in "OUS":  # an array of paths (or objects)
+        if X.ndim == 2 and X.shape[1] == 1:
+            X = X[:, 0]
+        if X.ndim != 1:
+            raise ValueError(
+                f"X is a {X.ndim}-D array of {X.dtype} with shape {X.shape}: pass one path per image"
+            )
+        X = X.tolist()
     if isinstance(X, (np.ndarray, torch.Tensor)):
         if X.ndim != 4:
             layout = (
@@ -115,6 +125,18 @@ def as_image_list(X) -> list:
             )
         _check_item(item, index)
     return images
+
+
+def _paths_from_table(X):
+    """The column of a one-column pandas DataFrame (duck-typed: pandas is not required)."""
+    if not (hasattr(X, "columns") and hasattr(X, "iloc")):
+        return X
+    if len(X.columns) != 1:
+        raise TypeError(
+            f"X is a DataFrame with {len(X.columns)} columns {list(X.columns)[:5]}: pass the column "
+            "of image paths, e.g. X=df['path']"
+        )
+    return X.iloc[:, 0].to_numpy(dtype=object)
 
 
 def _check_item(item, index: int) -> None:

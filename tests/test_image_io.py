@@ -241,3 +241,18 @@ def test_32_bit_integer_image_beyond_16_bits_is_refused(tmp_path):
         ValueError, match=r"^Image 0: '.*counts\.tif' is a 32-bit integer image .* \[0, 70000\]"
     ):
         load_image(path)
+
+
+def test_paths_in_a_dataframe_column_or_an_object_array_score_like_a_list(fitted, good, tmp_path):
+    pandas = pytest.importorskip("pandas")
+    paths = [str(write_png(tmp_path / f"{i}.png", image)) for i, image in enumerate(good)]
+    expected = fitted.score_samples(paths)
+    table = pandas.DataFrame({"path": paths})
+    np.testing.assert_array_equal(fitted.score_samples(table), expected)
+    np.testing.assert_array_equal(fitted.score_samples(table["path"]), expected)
+    np.testing.assert_array_equal(fitted.score_samples(np.array(paths, dtype=object)), expected)
+    np.testing.assert_array_equal(fitted.score_samples(np.array(paths)), expected)  # dtype <U..
+    with pytest.raises(
+        TypeError, match=r"^X is a DataFrame with 2 columns \['path', 'label'\]: pass the column"
+    ):
+        fitted.score_samples(table.assign(label=1))
