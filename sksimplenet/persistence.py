@@ -309,7 +309,12 @@ def save(detector: SimpleNetDetector, path: str | os.PathLike) -> None:
         )
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
+        # safetensors writes owner-only files (0600): give the file the mode any new file
+        # gets here (0666 less the umask), as joblib's and open()'s files have.
+        partial.touch()
+        mode = partial.stat().st_mode & 0o777
         save_file(tensors, partial, metadata=metadata)
+        partial.chmod(mode)
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)

@@ -2,11 +2,13 @@
 
 import copy
 import json
+import os
 import pickle
 import re
 import resource
 from pathlib import Path
 
+import joblib
 import numpy as np
 import pytest
 import torch
@@ -92,6 +94,20 @@ def test_loading_downloads_and_reads_no_backbone_weights(model_file, monkeypatch
     monkeypatch.setattr(_efficientnet_lite, "efficientnet_lite0", record)
     load(model_file)
     assert built_with == [False]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_saved_file_has_the_permissions_of_any_new_file(fitted, tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        fitted.save(tmp_path / "model.safetensors")
+        joblib.dump(fitted, tmp_path / "model.joblib")
+        (tmp_path / "plain.txt").write_text("x")
+    finally:
+        os.umask(previous)
+    expected = 0o666 & ~umask
+    for name in ("model.safetensors", "model.joblib", "plain.txt"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == expected, name
 
 
 def test_file_is_safetensors_with_json_metadata(fitted, model_file):
