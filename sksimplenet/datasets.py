@@ -246,7 +246,22 @@ def load_mvtec(
         raise FileNotFoundError(f"category folder {base} does not exist (categories found: {available})")
     train = _images_in(_require_dir(base / "train" / normal_dir, f"training images of {category!r}"))
     test_root = _require_dir(base / "test", f"test images of {category!r}")
-    defects = [name for name in _subfolders(test_root) if name != normal_dir]
+    return {
+        "train_paths": [str(path) for path in train],
+        **_labelled_test_set(test_root, base / "ground_truth", normal_dir, require_masks),
+    }
+
+
+def _labelled_test_set(
+    test_root: Path, mask_root: Path, normal_dir: str, require_masks: bool, skip: tuple[str, ...] = ()
+) -> dict:
+    """``test_*`` of a folder holding ``normal_dir/`` and one folder per defect type.
+
+    The mask of ``<test_root>/<defect>/<name>.<ext>`` is ``<mask_root>/<defect>/<name>_mask.<ext>``
+    or ``<mask_root>/<defect>/<name>.<ext>`` (any image extension). Normal images come first,
+    then each defect folder in alphabetical order; subfolders named in ``skip`` are left out.
+    """
+    defects = [name for name in _subfolders(test_root) if name != normal_dir and name not in skip]
     test_paths, test_masks, test_categories = [], [], []
     if (test_root / normal_dir).is_dir():
         for path in _images_in(test_root / normal_dir):
@@ -254,7 +269,7 @@ def load_mvtec(
             test_masks.append(None)
             test_categories.append(normal_dir)
     for defect in defects:
-        mask_dir = base / "ground_truth" / defect
+        mask_dir = mask_root / defect
         masks = {p.stem: p for p in _images_in(mask_dir)} if mask_dir.is_dir() else {}
         for path in _images_in(test_root / defect):
             mask = masks.get(path.stem + "_mask", masks.get(path.stem))
@@ -267,12 +282,78 @@ def load_mvtec(
             test_masks.append(None if mask is None else str(mask))
             test_categories.append(defect)
     return {
-        "train_paths": [str(path) for path in train],
         "test_paths": test_paths,
         "test_labels": np.array([1 if name == normal_dir else -1 for name in test_categories], dtype=int),
         "test_masks": test_masks,
         "test_categories": test_categories,
     }
+
+
+FOLDER_MASKS = "ground_truth"
+
+
+def load_folder(
+    root: str | os.PathLike,
+    *,
+    normal_dir: str = "good",
+    mask_root: str | os.PathLike | None = None,
+    require_masks: bool = False,
+) -> dict:
+    """A plain folder: images in it to train on, subfolders of normal and defective images to test on.
+
+    Layout (both parts optional, at least one present)::
+
+        <root>/*.<ext>                                  normal training images
+        <root>/good/<name>.<ext>                        normal test images
+        <root>/<defect>/<name>.<ext>                    defective test images, one folder per type
+        <root>/ground_truth/<defect>/<name>_mask.<ext>  optional masks (or <name>.<ext>)
+
+    This is an MVTec AD ``test/`` folder with its ``ground_truth/`` folder moved inside
+    it: masks are found by the rule of :func:`load_mvtec`. ``ground_truth`` is therefore
+    not a defect type; with ``mask_root`` elsewhere (e.g. pointing ``root`` at an MVTec
+    category's ``test/`` and ``mask_root`` at its ``ground_truth/``) it is.
+
+    Parameters
+    ----------
+    root : path
+        The folder.
+    normal_dir : str, default="good"
+        Name of the subfolder of normal test images.
+    mask_root : path, default=None
+        Folder holding one mask folder per defect type; None: ``<root>/ground_truth``.
+    require_masks : bool, default=False
+        False: a defective image without a mask gets None (image metrics only, or pixel
+        metrics skipped). True: it raises ``FileNotFoundError``.
+
+    Returns
+    -------
+    dict
+        ``train_paths`` (list of str: the image files directly in ``root``, sorted),
+        ``test_paths`` (list of str), ``test_labels`` (ndarray of shape (n_test,), +1 for
+        ``normal_dir`` / -1 for every other subfolder), ``test_masks`` (list of mask paths
+        or None; None for every normal image), ``test_categories`` (list of str: the
+        subfolder, ``normal_dir`` for normal images). Normal test images come first, then
+        each defect folder in alphabetical order. Nothing is decoded.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``root`` is not a folder, or holds no image, neither directly nor in a subfolder.
+    """
+    root = _require_dir(Path(root), "image folder")
+    inside = mask_root is None
+    mask_root = root / FOLDER_MASKS if inside else Path(mask_root)
+    skip = (FOLDER_MASKS,) if inside else ()
+    split = {
+        "train_paths": [str(path) for path in _images_in(root)],
+        **_labelled_test_set(root, mask_root, normal_dir, require_masks, skip),
+    }
+    if not split["train_paths"] and not split["test_paths"]:
+        raise FileNotFoundError(
+            f"no image files in {root}: expected images in it (to train on) or in {normal_dir}/ and "
+            "defect subfolders (to test on)"
+        )
+    return split
 
 
 VISA_COLUMNS = ("object", "split", "label", "image", "mask")

@@ -6,6 +6,7 @@ from PIL import Image
 
 from sksimplenet.datasets import (
     list_mvtec_categories,
+    load_folder,
     load_mvtec,
     load_one_class,
     load_visa,
@@ -88,6 +89,73 @@ def test_load_mvtec_names_what_is_missing(mvtec_root):
     image_labels_only = load_mvtec(mvtec_root, "bottle", require_masks=False)
     assert image_labels_only["test_masks"][3] is None
     assert image_labels_only["test_labels"][3] == -1
+
+
+# ----------------------------------------------------------------------------- plain folder
+@pytest.fixture
+def folder_root(tmp_path):
+    """Two training images, a test set of good/, scratch/ (masked) and dent/ (unmasked)."""
+    _png(tmp_path / "train_0.png")
+    _png(tmp_path / "train_1.JPG")
+    (tmp_path / "notes.txt").write_text("not an image")
+    _png(tmp_path / "good" / "g0.png")
+    _png(tmp_path / "good" / "g1.png")
+    _png(tmp_path / "scratch" / "s0.png")
+    _png(tmp_path / "scratch" / "s1.png")
+    _png(tmp_path / "dent" / "d0.bmp")
+    _png(tmp_path / "ground_truth" / "scratch" / "s0_mask.png", 255)
+    _png(tmp_path / "ground_truth" / "scratch" / "s1.png", 255)
+    _png(tmp_path / "ground_truth" / "good" / "g0_mask.png", 255)  # ignored: normal images
+    (tmp_path / ".cache").mkdir()
+    _png(tmp_path / ".cache" / "hidden.png")
+    return tmp_path
+
+
+def test_load_folder_trains_on_its_images_and_tests_on_its_subfolders(folder_root):
+    data = load_folder(folder_root)
+    assert [Path(p).name for p in data["train_paths"]] == ["train_0.png", "train_1.JPG"]
+    # Normal images first, then each defect type alphabetically; ground_truth/ is not a type.
+    assert _names(data["test_paths"]) == [
+        "good/g0.png",
+        "good/g1.png",
+        "dent/d0.bmp",
+        "scratch/s0.png",
+        "scratch/s1.png",
+    ]
+    assert data["test_labels"].tolist() == [1, 1, -1, -1, -1]
+    assert data["test_categories"] == ["good", "good", "dent", "scratch", "scratch"]
+    assert data["test_masks"][:3] == [None, None, None]
+    assert _names(data["test_masks"][3:]) == ["scratch/s0_mask.png", "scratch/s1.png"]
+    assert Path(data["test_masks"][3]).parent.parent.name == "ground_truth"
+
+
+def test_load_folder_of_training_images_only_has_an_empty_test_set(tmp_path):
+    _png(tmp_path / "a.png")
+    data = load_folder(tmp_path)
+    assert _names(data["train_paths"]) == [f"{tmp_path.name}/a.png"]
+    assert data["test_paths"] == [] and data["test_masks"] == [] and data["test_categories"] == []
+    assert data["test_labels"].shape == (0,)
+
+
+def test_load_folder_reads_an_mvtec_test_folder_with_its_masks_elsewhere(mvtec_root):
+    bottle = mvtec_root / "bottle"
+    data = load_folder(bottle / "test", mask_root=bottle / "ground_truth", require_masks=True)
+    reference = load_mvtec(mvtec_root, "bottle")
+    assert data["train_paths"] == []
+    for key in ("test_paths", "test_masks", "test_categories"):
+        assert data[key] == reference[key]
+    assert data["test_labels"].tolist() == reference["test_labels"].tolist()
+
+
+def test_load_folder_names_what_is_missing(folder_root, tmp_path_factory):
+    with pytest.raises(FileNotFoundError, match=r"no mask for .*d0\.bmp: expected .*d0_mask\.png"):
+        load_folder(folder_root, require_masks=True)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_folder(folder_root / "absent")
+    empty = tmp_path_factory.mktemp("empty")
+    (empty / "good").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"no image files in .*good/ and defect subfolders"):
+        load_folder(empty)
 
 
 # ----------------------------------------------------------------------------- VisA
