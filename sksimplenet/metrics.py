@@ -1,4 +1,4 @@
-"""Anomaly detection metrics: image and pixel AUROC, AUPRO and best F1.
+"""Anomaly detection metrics: image and pixel AUROC, AUPRO and best F1; metrics at a threshold.
 
 Conventions
 -----------
@@ -12,6 +12,10 @@ Image labels (one rule, decided by the values present):
 - booleans or values in ``{0, 1}``: **True / 1 is anomalous**.
 
 Any other set of values, or labels of a single class, raise ``ValueError``.
+
+Decisions at a threshold: an image is **predicted anomalous when its score is strictly
+above the threshold**, as ``SimpleNetDetector.predict`` decides with ``threshold_``
+(``decision_function < 0``). Anomalous is the positive class of every rate.
 
 Masks: nonzero / True = defect pixel. A mask may be an array, a path to a mask image (read
 one at a time, when needed) or None (an image without defects).
@@ -28,13 +32,23 @@ the bin edges.
 
 from __future__ import annotations
 
+import csv
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
-from sklearn.metrics import auc, precision_recall_curve, roc_auc_score
+from sklearn.metrics import (
+    accuracy_score,
+    auc,
+    confusion_matrix,
+    f1_score,
+    precision_recall_curve,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
 
 __all__ = [
     "aupro",
@@ -43,9 +57,16 @@ __all__ = [
     "image_auroc",
     "image_f1_max",
     "masks_at_map_resolution",
+    "per_image_table",
+    "per_type_metrics",
     "pixel_auroc",
     "pixel_f1_max",
+    "pro_curve",
+    "threshold_metrics",
+    "write_per_image_csv",
 ]
+
+PER_IMAGE_COLUMNS = ("path", "defect_type", "label", "score", "predicted", "correct")
 
 DEFAULT_N_THRESHOLDS = 65_536
 
@@ -55,8 +76,11 @@ _REGION_STRUCTURE = np.ones((3, 3), dtype=int)
 
 
 # ----------------------------------------------------------------------------- image level
-def _is_anomalous(labels) -> np.ndarray:
-    """Image labels (see the module docstring) -> boolean "is anomalous", shape ``(n,)``."""
+def _is_anomalous(labels, both_classes: bool = True) -> np.ndarray:
+    """Image labels (see the module docstring) -> boolean "is anomalous", shape ``(n,)``.
+
+    ``both_classes``: raise ``ValueError`` unless normal and anomalous images are present.
+    """
     y = np.asarray(labels)
     if y.ndim != 1 or y.size == 0:
         raise ValueError(f"labels must be a non-empty 1-D array, got shape {y.shape}")
@@ -75,7 +99,7 @@ def _is_anomalous(labels) -> np.ndarray:
                 "labels must be +1/-1 (-1 anomalous) or 0/1 / bool (1 anomalous); "
                 f"got values {sorted(values)}"
             )
-    if anomalous.all() or not anomalous.any():
+    if both_classes and (anomalous.all() or not anomalous.any()):
         raise ValueError("labels hold a single class; both normal and anomalous images are needed")
     return anomalous
 
@@ -173,6 +197,201 @@ def image_f1_max(labels, scores) -> float:
     """
     anomalous = _is_anomalous(labels)
     return f1_max(anomalous, _scores(scores, anomalous.size))
+
+
+# ----------------------------------------------------------------------------- at a threshold
+def _threshold(threshold) -> float:
+    value = float(threshold)
+    if not np.isfinite(value):
+        raise ValueError(f"threshold must be a finite number, got {threshold!r}")
+    return value
+
+
+def threshold_metrics(labels, scores, threshold: float) -> dict[str, float | int]:
+    """Confusion matrix and rates of the decisions ``score > threshold``, anomalous = positive.
+
+    Parameters
+    ----------
+    labels : array-like of shape (n_images,)
+        +1 normal / -1 anomalous, or bool / 0-1 with True / 1 anomalous. Both classes must
+        be present.
+    scores : array-like of shape (n_images,)
+        Image anomaly scores, higher = more anomalous.
+    threshold : float
+        An image is predicted anomalous when its score is strictly above it (for a fitted
+        detector: ``detector.threshold_``, which makes these the decisions of
+        ``detector.predict``).
+
+    Returns
+    -------
+    dict of str to float or int
+        ``threshold``; the confusion matrix ``tn``, ``fp``, ``fn``, ``tp`` (int; normal
+        images predicted normal, normal predicted anomalous, anomalous predicted normal,
+        anomalous predicted anomalous); ``false_positive_rate`` (``fp / (fp + tn)``),
+        ``recall`` (true-positive rate, ``tp / (tp + fn)``), ``precision``
+        (``tp / (tp + fp)``, 0 when nothing is predicted anomalous), ``f1`` (of the
+        anomalous class, 0 when ``tp == 0``) and ``accuracy``.
+
+    Examples
+    --------
+    >>> m = threshold_metrics([1, 1, 1, -1, -1], [0.1, 0.2, 0.6, 0.7, 0.3], threshold=0.5)
+    >>> m["tn"], m["fp"], m["fn"], m["tp"], m["recall"]
+    (2, 1, 1, 1, 0.5)
+    """
+    anomalous = _is_anomalous(labels)
+    flagged = _scores(scores, anomalous.size) > _threshold(threshold)
+    tn, fp, fn, tp = (int(v) for v in confusion_matrix(anomalous, flagged, labels=[False, True]).ravel())
+    return {
+        "threshold": float(threshold),
+        "tn": tn,
+        "fp": fp,
+        "fn": fn,
+        "tp": tp,
+        "false_positive_rate": fp / (fp + tn),
+        "recall": float(recall_score(anomalous, flagged)),
+        "precision": float(precision_score(anomalous, flagged, zero_division=0)),
+        "f1": float(f1_score(anomalous, flagged, zero_division=0)),
+        "accuracy": float(accuracy_score(anomalous, flagged)),
+    }
+
+
+def _defect_types(defect_types, anomalous: np.ndarray) -> list[str]:
+    if defect_types is None:
+        return ["anomalous" if a else "normal" for a in anomalous]
+    types = [str(t) for t in defect_types]
+    if len(types) != anomalous.size:
+        raise ValueError(f"{anomalous.size} labels but {len(types)} defect types")
+    return types
+
+
+def per_type_metrics(labels, scores, defect_types, threshold: float) -> dict[str, dict]:
+    """Per defect type: how many images, how many are caught at the threshold, and AUROC.
+
+    Parameters
+    ----------
+    labels : array-like of shape (n_images,)
+        +1 normal / -1 anomalous, or bool / 0-1 with True / 1 anomalous. Every image of a
+        type must have the same label.
+    scores : array-like of shape (n_images,)
+        Image anomaly scores, higher = more anomalous.
+    defect_types : sequence of str, length n_images
+        The type of each image, e.g. the ``test_categories`` of a loader in
+        :mod:`sksimplenet.datasets` (``"good"`` for normal images).
+    threshold : float
+        Predicted anomalous when ``score > threshold``.
+
+    Returns
+    -------
+    dict of str to dict
+        One entry per type, in order of first appearance, each a dict with ``label`` (+1
+        for a type of normal images, -1 for a defect type), ``n_images``, ``n_flagged``
+        (images predicted anomalous), ``recall`` (``n_flagged / n_images``; None for a
+        normal type), ``false_positive_rate`` (the same share for a normal type; None for
+        a defect type) and ``image_auroc`` (AUROC of this type's images against all normal
+        images; None for a normal type, or when there is no normal image).
+
+    Raises
+    ------
+    ValueError
+        A type holds both normal and anomalous images, or the lengths differ.
+    """
+    anomalous = _is_anomalous(labels, both_classes=False)
+    scores = _scores(scores, anomalous.size)
+    types = _defect_types(defect_types, anomalous)
+    flagged = scores > _threshold(threshold)
+    normal_scores = scores[~anomalous]
+    result = {}
+    for name in dict.fromkeys(types):
+        members = np.array([t == name for t in types])
+        kinds = set(anomalous[members].tolist())
+        if len(kinds) > 1:
+            raise ValueError(f"defect type {name!r} holds both normal and anomalous images")
+        is_defect = kinds == {True}
+        share = float(flagged[members].mean())
+        auroc = None
+        if is_defect and normal_scores.size:
+            truth = np.r_[np.zeros(normal_scores.size, bool), np.ones(int(members.sum()), bool)]
+            auroc = float(roc_auc_score(truth, np.r_[normal_scores, scores[members]]))
+        result[name] = {
+            "label": -1 if is_defect else 1,
+            "n_images": int(members.sum()),
+            "n_flagged": int(flagged[members].sum()),
+            "recall": share if is_defect else None,
+            "false_positive_rate": None if is_defect else share,
+            "image_auroc": auroc,
+        }
+    return result
+
+
+def per_image_table(paths, labels, scores, threshold: float, defect_types=None) -> list[dict]:
+    """One row per image: where it is, what it is, its score and the decision at the threshold.
+
+    Parameters
+    ----------
+    paths : sequence of str or path, length n_images
+        Image names (file paths; anything else is written with ``str``).
+    labels : array-like of shape (n_images,)
+        +1 normal / -1 anomalous, or bool / 0-1 with True / 1 anomalous.
+    scores : array-like of shape (n_images,)
+        Image anomaly scores, higher = more anomalous.
+    threshold : float
+        Predicted anomalous when ``score > threshold``.
+    defect_types : sequence of str, length n_images, default=None
+        Defect type of each image (``"good"`` for normal ones, as the loaders name them);
+        None: ``"normal"`` or ``"anomalous"`` from the labels.
+
+    Returns
+    -------
+    list of dict
+        In the images' order, each with the keys of ``PER_IMAGE_COLUMNS``: ``path`` (str),
+        ``defect_type`` (str), ``label`` (+1 normal / -1 anomalous), ``score`` (float),
+        ``predicted`` (+1 / -1) and ``correct`` (bool: ``predicted == label``).
+    """
+    anomalous = _is_anomalous(labels, both_classes=False)
+    scores = _scores(scores, anomalous.size)
+    types = _defect_types(defect_types, anomalous)
+    if len(paths) != anomalous.size:
+        raise ValueError(f"{anomalous.size} labels but {len(paths)} paths")
+    flagged = scores > _threshold(threshold)
+    return [
+        {
+            "path": os.fspath(path) if isinstance(path, (str, os.PathLike)) else str(path),
+            "defect_type": kind,
+            "label": -1 if is_anomalous else 1,
+            "score": float(score),
+            "predicted": -1 if is_flagged else 1,
+            "correct": bool(is_flagged == is_anomalous),
+        }
+        for path, kind, is_anomalous, score, is_flagged in zip(paths, types, anomalous, scores, flagged)
+    ]
+
+
+def write_per_image_csv(file, paths, labels, scores, threshold: float, defect_types=None) -> None:
+    """Write :func:`per_image_table` as CSV with the header ``PER_IMAGE_COLUMNS``.
+
+    Columns: ``path``, ``defect_type``, ``label`` (1 normal / -1 anomalous), ``score``
+    (shortest text that reads back as the same float), ``predicted`` (1 / -1, anomalous
+    when ``score > threshold``) and ``correct`` (``True`` / ``False``).
+
+    Parameters
+    ----------
+    file : str, path or text stream
+        Destination; a path is created (its folder must exist) or overwritten.
+    paths, labels, scores, threshold, defect_types
+        As in :func:`per_image_table`.
+    """
+    rows = per_image_table(paths, labels, scores, threshold, defect_types)
+
+    def write(handle) -> None:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(PER_IMAGE_COLUMNS)
+        writer.writerows([row[key] for key in PER_IMAGE_COLUMNS] for row in rows)
+
+    if isinstance(file, (str, os.PathLike)):
+        with open(file, "w", newline="", encoding="utf-8") as handle:
+            write(handle)
+    else:
+        write(file)
 
 
 # ----------------------------------------------------------------------------- pixel level
@@ -291,6 +510,15 @@ class _PixelHistograms:
     defect: np.ndarray  # (n_bins,) int64
     region_overlap: np.ndarray | None  # (n_bins,) float64: sum of 1 / region size
     n_regions: int
+    low: float  # global minimum score: edges[0]
+    high: float  # global maximum score
+
+    @property
+    def thresholds(self) -> np.ndarray:
+        """The thresholds of :meth:`rates_from_top`'s points: ``inf``, then the bin edges downwards."""
+        n_bins = self.normal.size
+        edges = self.low + (self.high - self.low) * np.arange(n_bins) / n_bins
+        return np.concatenate([[np.inf], edges[::-1]])
 
     def rates_from_top(self, hist: np.ndarray, total: float) -> np.ndarray:
         """Share of ``total`` at or above each threshold, highest threshold first; starts at 0."""
@@ -344,7 +572,7 @@ def _pixel_histograms(masks, maps, n_thresholds: int, regions: bool) -> _PixelHi
         raise ValueError("the masks hold no defect pixel; pixel metrics need at least one")
     if normal.sum() == 0:
         raise ValueError("the masks hold no defect-free pixel; pixel metrics need at least one")
-    return _PixelHistograms(normal, defect, overlap, n_regions)
+    return _PixelHistograms(normal, defect, overlap, n_regions, low, high)
 
 
 def _trapezoid(x: np.ndarray, y: np.ndarray) -> float:
@@ -374,9 +602,13 @@ def _partial_area(x: np.ndarray, y: np.ndarray, x_max: float) -> float:
     return float(area)
 
 
+def _pro_from(hist: _PixelHistograms) -> np.ndarray:
+    """PRO at each of ``hist.thresholds``, the points of ``hist.fpr``."""
+    return np.minimum(hist.rates_from_top(hist.region_overlap, hist.n_regions), 1.0)
+
+
 def _aupro_from(hist: _PixelHistograms, max_fpr: float) -> float:
-    pro = np.minimum(hist.rates_from_top(hist.region_overlap, hist.n_regions), 1.0)
-    return float(_partial_area(hist.fpr, pro, max_fpr) / max_fpr)
+    return float(_partial_area(hist.fpr, _pro_from(hist), max_fpr) / max_fpr)
 
 
 def _check_max_fpr(max_fpr: float) -> float:
@@ -467,6 +699,38 @@ def aupro(masks, maps, *, max_fpr: float = 0.3, n_thresholds: int = DEFAULT_N_TH
     """
     max_fpr = _check_max_fpr(max_fpr)
     return _aupro_from(_pixel_histograms(masks, maps, n_thresholds, regions=True), max_fpr)
+
+
+def pro_curve(masks, maps, *, n_thresholds: int = DEFAULT_N_THRESHOLDS):
+    """The per-region-overlap curve that :func:`aupro` integrates, in bounded memory.
+
+    Parameters
+    ----------
+    masks, maps
+        As in :func:`pixel_auroc`.
+    n_thresholds : int, default=65536
+        Equal-width score bins between the global minimum and maximum; the curve is read
+        at their edges.
+
+    Returns
+    -------
+    fpr : ndarray of shape (n_thresholds + 1,)
+        Share of the defect-free pixels scoring ``>= thresholds[i]``; non-decreasing, from 0
+        to 1.
+    pro : ndarray of shape (n_thresholds + 1,)
+        Mean over the 8-connected regions of all masks of the share of the region's pixels
+        scoring ``>= thresholds[i]``; from 0 to 1.
+    thresholds : ndarray of shape (n_thresholds + 1,)
+        Decreasing: ``inf`` (no pixel above it), then the bin edges down to the global
+        minimum.
+
+    Notes
+    -----
+    ``aupro(masks, maps, max_fpr=m)`` is the trapezoidal area under this curve from FPR 0
+    to ``m`` (PRO interpolated linearly at ``m``), divided by ``m``.
+    """
+    hist = _pixel_histograms(masks, maps, n_thresholds, regions=True)
+    return hist.fpr, _pro_from(hist), hist.thresholds
 
 
 # ----------------------------------------------------------------------------- everything

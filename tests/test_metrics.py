@@ -1,3 +1,6 @@
+import csv
+import io
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -5,14 +8,20 @@ from scipy import ndimage
 from sklearn.metrics import roc_auc_score
 
 from sksimplenet.metrics import (
+    PER_IMAGE_COLUMNS,
     aupro,
     evaluate,
     f1_max,
     image_auroc,
     image_f1_max,
     masks_at_map_resolution,
+    per_image_table,
+    per_type_metrics,
     pixel_auroc,
     pixel_f1_max,
+    pro_curve,
+    threshold_metrics,
+    write_per_image_csv,
 )
 
 
@@ -257,6 +266,143 @@ def test_aupro_grows_with_the_integration_limit_and_falls_with_noise():
     assert values[0] > 0.99 and values == sorted(values, reverse=True)
     limits = [aupro(masks, masks + noise, max_fpr=m) for m in (0.01, 0.1, 0.3, 1.0)]
     assert limits == sorted(limits)
+
+
+def test_pro_curve_two_regions_by_hand():
+    mask = np.zeros((4, 4), bool)
+    mask[0, 0:2] = True
+    mask[2:4, 2:4] = True
+    amap = np.zeros((4, 4))
+    amap[0, 0:2] = 3
+    amap[2, 2], amap[2, 3], amap[3, 2], amap[3, 3] = 3, 1, 1, 1
+    amap[1, 0] = 2
+    # 4 bins of width 0.75 over [0, 3] separate the scores 0, 1, 2 and 3; the points are
+    # those of test_aupro_two_regions_by_hand.
+    fpr, pro, thresholds = pro_curve(mask[None], amap[None], n_thresholds=4)
+    np.testing.assert_allclose(thresholds, [np.inf, 2.25, 1.5, 0.75, 0.0])
+    np.testing.assert_allclose(fpr, [0, 0, 0.1, 0.1, 1])
+    np.testing.assert_allclose(pro, [0, 0.625, 0.625, 1, 1])
+
+
+def test_aupro_is_the_area_under_pro_curve():
+    masks, maps = _blobs(n_images=4, size=32, seed=10)
+    fpr, pro, thresholds = pro_curve(masks, maps, n_thresholds=256)
+    assert fpr.shape == pro.shape == thresholds.shape == (257,)
+    assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(thresholds) < 0)
+    assert (fpr[0], pro[0]) == (0, 0) and (fpr[-1], pro[-1]) == pytest.approx((1, 1))
+    area = float(np.sum(np.diff(fpr) * (pro[1:] + pro[:-1]) / 2))
+    assert aupro(masks, maps, max_fpr=1.0, n_thresholds=256) == pytest.approx(area)
+
+
+# ----------------------------------------------------------------------------- at a threshold
+# Four normal images (one above the threshold 0.5, one exactly at it) and five defective
+# ones of two types (scratch: two of three above; dent: none of two).
+THRESHOLD = 0.5
+LABELS = np.array([1, 1, 1, 1, -1, -1, -1, -1, -1])
+SCORES = np.array([0.1, 0.2, 0.5, 0.7, 0.9, 0.6, 0.15, 0.3, 0.4])
+TYPES = ["good"] * 4 + ["scratch"] * 3 + ["dent"] * 2
+PATHS = [f"{kind}/{i}.png" for i, kind in enumerate(TYPES)]
+
+
+def test_threshold_metrics_count_score_above_threshold_as_anomalous():
+    metrics = threshold_metrics(LABELS, SCORES, THRESHOLD)
+    # Normal: 0.1, 0.2, 0.5 (at the threshold: normal, as detector.predict) kept, 0.7 flagged.
+    # Defective: 0.9, 0.6 caught; 0.15, 0.3, 0.4 missed.
+    assert {key: metrics[key] for key in ("tn", "fp", "fn", "tp")} == {"tn": 3, "fp": 1, "fn": 3, "tp": 2}
+    assert metrics["false_positive_rate"] == pytest.approx(1 / 4)
+    assert metrics["recall"] == pytest.approx(2 / 5)
+    assert metrics["precision"] == pytest.approx(2 / 3)
+    assert metrics["f1"] == pytest.approx(2 * 2 / (2 * 2 + 1 + 3))
+    assert metrics["accuracy"] == pytest.approx(5 / 9)
+    assert metrics["threshold"] == THRESHOLD
+    assert all(type(metrics[key]) is int for key in ("tn", "fp", "fn", "tp"))
+    # Boolean labels (True anomalous) give the same numbers.
+    assert threshold_metrics(LABELS == -1, SCORES, THRESHOLD) == metrics
+
+
+def test_threshold_metrics_when_nothing_is_flagged_and_bad_input():
+    metrics = threshold_metrics([1, -1], [0.2, 0.3], threshold=1.0)
+    assert (metrics["tp"], metrics["fp"], metrics["precision"], metrics["f1"], metrics["recall"]) == (
+        0,
+        0,
+        0,
+        0,
+        0,
+    )
+    with pytest.raises(ValueError, match="single class"):
+        threshold_metrics([1, 1], [0.2, 0.3], threshold=0.5)
+    with pytest.raises(ValueError, match="threshold must be a finite number"):
+        threshold_metrics([1, -1], [0.2, 0.3], threshold=float("nan"))
+
+
+def test_per_type_metrics_by_hand():
+    result = per_type_metrics(LABELS, SCORES, TYPES, THRESHOLD)
+    assert list(result) == ["good", "scratch", "dent"]
+    assert result["good"] == {
+        "label": 1,
+        "n_images": 4,
+        "n_flagged": 1,
+        "recall": None,
+        "false_positive_rate": 0.25,
+        "image_auroc": None,
+    }
+    # scratch (0.9, 0.6, 0.15) against the normal 0.1, 0.2, 0.5, 0.7: 4 + 3 + 1 of 12 pairs.
+    assert result["scratch"] == {
+        "label": -1,
+        "n_images": 3,
+        "n_flagged": 2,
+        "recall": pytest.approx(2 / 3),
+        "false_positive_rate": None,
+        "image_auroc": pytest.approx(8 / 12),
+    }
+    # dent (0.3, 0.4): each above 0.1 and 0.2 only: 4 of 8 pairs.
+    assert result["dent"]["recall"] == 0 and result["dent"]["n_flagged"] == 0
+    assert result["dent"]["image_auroc"] == pytest.approx(0.5)
+    assert result["dent"]["image_auroc"] == pytest.approx(
+        roc_auc_score([0, 0, 0, 0, 1, 1], np.r_[SCORES[:4], SCORES[7:]])
+    )
+
+
+def test_per_type_metrics_without_normal_images_and_with_mixed_types():
+    only_defects = per_type_metrics([-1, -1], [0.9, 0.1], ["scratch", "dent"], 0.5)
+    assert only_defects["scratch"]["recall"] == 1 and only_defects["dent"]["recall"] == 0
+    assert only_defects["scratch"]["image_auroc"] is None
+    with pytest.raises(ValueError, match="defect type 'good' holds both normal and anomalous images"):
+        per_type_metrics([1, -1], [0.1, 0.9], ["good", "good"], 0.5)
+    with pytest.raises(ValueError, match="2 labels but 1 defect types"):
+        per_type_metrics([1, -1], [0.1, 0.9], ["good"], 0.5)
+
+
+def test_per_image_table_and_csv_hold_one_correct_row_per_image(tmp_path):
+    rows = per_image_table(PATHS, LABELS, SCORES, THRESHOLD, TYPES)
+    assert [row["predicted"] for row in rows] == [1, 1, 1, -1, -1, -1, 1, 1, 1]
+    assert [row["correct"] for row in rows] == [True, True, True, False, True, True, False, False, False]
+    assert rows[3] == {
+        "path": "good/3.png",
+        "defect_type": "good",
+        "label": 1,
+        "score": 0.7,
+        "predicted": -1,
+        "correct": False,
+    }
+    write_per_image_csv(tmp_path / "per_image.csv", PATHS, LABELS, SCORES, THRESHOLD, TYPES)
+    with open(tmp_path / "per_image.csv", newline="") as handle:
+        read = list(csv.DictReader(handle))
+    assert tuple(read[0]) == PER_IMAGE_COLUMNS
+    assert len(read) == len(PATHS)
+    assert [row["path"] for row in read] == PATHS
+    assert [row["defect_type"] for row in read] == TYPES
+    assert [int(row["label"]) for row in read] == LABELS.tolist()
+    assert [float(row["score"]) for row in read] == SCORES.tolist()  # exact round trip
+    assert [int(row["predicted"]) for row in read] == [row["predicted"] for row in rows]
+    assert [row["correct"] for row in read] == [str(row["correct"]) for row in rows]
+    # A text stream works as well, and without types the labels name the rows.
+    buffer = io.StringIO()
+    write_per_image_csv(buffer, PATHS[:2], [1, -1], [0.1, 0.9], 0.5)
+    assert buffer.getvalue().splitlines()[1:] == [
+        "good/0.png,normal,1,0.1,1,True",
+        "good/1.png,anomalous,-1,0.9,-1,True",
+    ]
 
 
 # ----------------------------------------------------------------------------- evaluate
