@@ -35,6 +35,7 @@ from .image_io import (
     size_pair,
 )
 from .model import SimpleNetModel
+from .provenance import training_files
 from .training import held_out_split, train_discriminator
 
 _INFERENCE_BATCH = 16
@@ -324,6 +325,20 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         ``(height, width)`` of the training images as the network sees them.
     fit_time_ : float
         Seconds spent in ``fit``.
+    decision_scores_ : ndarray of shape (n_images,)
+        Image anomaly scores of every image passed to ``fit``, in ``X``'s order, higher =
+        more anomalous (PyOD's convention; ``-score_samples`` of those images, computed
+        from the training feature cache). Images trained on score lower than new normal
+        images: the threshold comes from the held-out ones.
+    labels_ : ndarray of shape (n_images,), int
+        PyOD's labels of the images passed to ``fit``: 1 (outlier) where
+        ``decision_scores_ > threshold_``, else 0. ``predict`` answers +1 / -1.
+    provenance_ : dict
+        ``"files"``: ``{"path", "sha256"}`` of each image file ``fit`` used (trained on or
+        held out), so that a test set sharing files with it can be caught
+        (:func:`sksimplenet.provenance.files_seen_in_training`); empty for in-memory
+        images. ``"split"``: how the command line split a data set into training and test
+        images; None when ``fit`` is called directly.
     """
 
     def __init__(
@@ -547,18 +562,20 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         self._validate_params()
         self._check_environment()
         images = as_image_list(X)
-        positions = list(range(len(images)))
+        n_images = len(images)
+        normal, anomalous = list(range(n_images)), []
         if y is not None:
-            y = _check_labels(y, len(images))
-            positions = np.flatnonzero(y == 1).tolist()
-            if not positions:
+            y = _check_labels(y, n_images)
+            normal, anomalous = np.flatnonzero(y == 1).tolist(), np.flatnonzero(y == -1).tolist()
+            if not normal:
                 raise ValueError("Every image is labelled -1 (anomalous): nothing normal to train on")
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-        trained, held_out = held_out_split(len(positions), self.validation_fraction, seed)
-        # Held-out images last, so that both parts of the feature cache are views.
-        positions = [positions[i] for i in trained + held_out]
-        images = [images[position] for position in positions]
-        _warn_if_cropped(images[0], self.resize, self.crop_size)
+        trained, held_out = held_out_split(len(normal), self.validation_fraction, seed)
+        # Cache order: trained, held out, then images labelled -1 (scored only), so that each
+        # part of the feature cache is a view.
+        fitted_on = [normal[i] for i in trained + held_out]
+        order = fitted_on + anomalous
+        _warn_if_cropped(images[fitted_on[0]], self.resize, self.crop_size)
         device = _resolve_device(self.device, fitting=True)
 
         # torchvision initialises random weights (weights=None) from the global generator:
@@ -568,28 +585,37 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
             extractor = build_feature_extractor(self.backbone, self.layers, self.weights)
         extractor = extractor.to(device)
         probe = self._make_model(extractor, 1)
-        with FeatureCache(len(images), _CACHE_DTYPES[self.cache_dtype], device, self.cache_dir) as cache:
-            input_size = self._extract_features(probe, images, device, cache, positions)
-            features = cache.tensor[: len(trained)]
-            validation = cache.tensor[len(trained) :] if held_out else None
+        ordered = [images[position] for position in order]
+        with FeatureCache(n_images, _CACHE_DTYPES[self.cache_dtype], device, self.cache_dir) as cache:
+            input_size = self._extract_features(probe, ordered, device, cache, order)
+            n_trained, n_fitted = len(trained), len(fitted_on)
+            features = cache.tensor[:n_trained]
+            validation = cache.tensor[n_trained:n_fitted] if held_out else None
             model, history = self._train(extractor, features, validation, seed, device)
-            calibration = features if validation is None else validation
-            scores = self._scores_from_features(model, calibration, input_size, device)
+            scores = self._scores_from_features(model, cache.tensor, input_size, device)
             feature_shape = tuple(cache.tensor.shape[1:])
-
+        calibration = scores[n_trained:n_fitted] if held_out else scores[:n_trained]
         contamination = AUTO_CONTAMINATION if self.contamination == "auto" else self.contamination
         _warn_if_few_held_out(len(held_out), contamination)
+        threshold = float(np.quantile(calibration, 1.0 - contamination))
+        decision_scores = np.empty(n_images)
+        decision_scores[order] = scores
+        provenance = {"files": training_files([images[p] for p in fitted_on]), "split": None}
+
         # Only now, with everything computed, does the estimator change.
         self.model_ = model
         self.loss_history_ = history.loss
         self.validation_history_ = history.validation
         self.feature_shape_ = feature_shape
         self.input_size_ = input_size
-        self.n_train_images_ = len(trained)
+        self.n_train_images_ = n_trained
         self.n_held_out_images_ = len(held_out)
-        self.held_out_indices_ = positions[len(trained) :]
-        self.threshold_ = float(np.quantile(scores, 1.0 - contamination))
-        self.offset_ = -self.threshold_
+        self.held_out_indices_ = fitted_on[n_trained:]
+        self.threshold_ = threshold
+        self.offset_ = -threshold
+        self.decision_scores_ = decision_scores
+        self.labels_ = (decision_scores > threshold).astype(int)
+        self.provenance_ = provenance
         self.fit_time_ = time.perf_counter() - start
         return self
 

@@ -12,9 +12,11 @@ with the rest:
   that they come back as the same types,
 - ``fitted``: the fitted attributes (``offset_``, ``threshold_``, ``loss_history_``,
   ``validation_history_``, ``n_train_images_``, ``feature_shape_``, ``input_size_``,
-  ``fit_time_``, ...), everything but ``model_``. Files written before ``threshold_``,
-  ``validation_history_``, ``n_held_out_images_`` and ``held_out_indices_`` existed load
-  with ``-offset_``, ``[]``, 0 and ``[]``.
+  ``fit_time_``, ``decision_scores_``, ``labels_``, ``provenance_``, ...), everything but
+  ``model_``. Files written before ``threshold_``, ``validation_history_``,
+  ``n_held_out_images_``, ``held_out_indices_`` and ``provenance_`` existed load with
+  ``-offset_``, ``[]``, 0, ``[]`` and no files; files without ``decision_scores_`` and
+  ``labels_`` (which need the training images) load without them.
 
 A SHA-256 digest of the JSON document and of every tensor is stored next to it, so a file
 that was truncated, corrupted or edited after it was written is refused. The digest guards
@@ -99,6 +101,29 @@ def _is_integer_tuple(length: int, maximum: int | None = None):
     return check
 
 
+def _is_vector(value, kinds: str) -> bool:
+    return isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype.kind in kinds
+
+
+def _is_provenance(value) -> bool:
+    if not (isinstance(value, dict) and set(value) == {"files", "split"}):
+        return False
+    files, split = value["files"], value["split"]
+    files_ok = isinstance(files, list) and all(
+        isinstance(entry, dict)
+        and set(entry) == {"path", "sha256"}
+        and isinstance(entry["path"], str)
+        and isinstance(entry["sha256"], str)
+        and re.fullmatch(r"[0-9a-f]{64}", entry["sha256"]) is not None
+        for entry in files
+    )
+    split_ok = split is None or (
+        isinstance(split, dict)
+        and all(isinstance(v, (str, int, float, bool, type(None))) for v in split.values())
+    )
+    return files_ok and split_ok
+
+
 #: Every fitted attribute a model file may hold, with its valid values.
 FITTED_ATTRIBUTES = {
     "offset_": Number(Real, None, None, closed="neither"),
@@ -113,6 +138,15 @@ FITTED_ATTRIBUTES = {
     "feature_shape_": Rule(_is_integer_tuple(3), "a (height, width, feature_dim) tuple of ints >= 1"),
     "input_size_": Rule(_is_integer_tuple(2, 1 << 16), "a (height, width) tuple of ints in [1, 65536]"),
     "fit_time_": Number(Real, 0, None, closed="left"),
+    "decision_scores_": Rule(
+        lambda v: _is_vector(v, "f") and bool(np.isfinite(v).all()), "a 1-D float array of finite numbers"
+    ),
+    "labels_": Rule(
+        lambda v: _is_vector(v, "iu") and bool(np.isin(v, (0, 1)).all()), "a 1-D array of 0s and 1s"
+    ),
+    "provenance_": Rule(
+        _is_provenance, "{'files': [{'path': str, 'sha256': str}, ...], 'split': dict or None}"
+    ),
 }
 _SUPPORTED = (
     "None, bool, int, float, str, lists, tuples, dicts with str keys, paths, NumPy arrays "
@@ -499,6 +533,8 @@ def _check_fitted(fitted: dict) -> dict:
             raise _Invalid(f"fitted attribute {name!r} must be {rule}, got {value!r:.80}")
     if len(values.get("held_out_indices_", [])) != values.get("n_held_out_images_", 0):
         raise _Invalid("held_out_indices_ does not list n_held_out_images_ images")
+    if "labels_" in values and values["labels_"].shape != values.get("decision_scores_", np.empty(0)).shape:
+        raise _Invalid("labels_ and decision_scores_ do not have one entry per training image each")
     return values
 
 
@@ -598,4 +634,5 @@ def load(path: str | os.PathLike, backbone: nn.Module | None = None) -> SimpleNe
     detector.__dict__.setdefault("validation_history_", [])
     detector.__dict__.setdefault("n_held_out_images_", 0)
     detector.__dict__.setdefault("held_out_indices_", [])
+    detector.__dict__.setdefault("provenance_", {"files": [], "split": None})
     return detector

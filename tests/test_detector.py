@@ -76,7 +76,11 @@ def test_labels_of_minus_one_are_left_out_of_training(stripes):
     normal_only = SimpleNetDetector(**FAST).fit(images[labels == 1])
     assert with_y.n_train_images_ + with_y.n_held_out_images_ == (labels == 1).sum()
     assert (labels[with_y.held_out_indices_] == 1).all()  # positions in X
-    np.testing.assert_allclose(with_y.score_samples(images[:5]), normal_only.score_samples(images[:5]))
+    # Equal up to float rounding: the -1 images are also extracted (for decision_scores_),
+    # which changes the backbone's batch sizes.
+    np.testing.assert_allclose(
+        with_y.score_samples(images[:5]), normal_only.score_samples(images[:5]), rtol=2e-3
+    )
 
 
 def test_same_random_state_gives_identical_scores(stripes, fitted):
@@ -173,3 +177,31 @@ def test_numpy_scalars_as_parameters_fit_like_python_numbers(stripes):
     np.testing.assert_allclose(
         numpy.score_samples(images[20:23]), plain.score_samples(images[20:23]), rtol=1e-5
     )
+
+
+def test_pyod_attributes_score_every_training_image_in_order(stripes):
+    images, labels, _ = stripes  # 30 normal, then 15 anomalous
+    y = np.where(labels == -1, -1, 1)
+    detector = SimpleNetDetector(**FAST).fit(images, y)  # the anomalous ones are left out of training
+    assert detector.decision_scores_.shape == (45,)
+    # Scored as score_samples scores them (up to the float16 feature cache).
+    spread = np.ptp(detector.decision_scores_)
+    np.testing.assert_allclose(detector.decision_scores_, -detector.score_samples(images), atol=0.02 * spread)
+    assert roc_auc_score(labels == -1, detector.decision_scores_) >= 0.9
+    np.testing.assert_array_equal(
+        detector.labels_, (detector.decision_scores_ > detector.threshold_).astype(int)
+    )
+    assert detector.labels_.dtype.kind == "i" and set(np.unique(detector.labels_)) <= {0, 1}
+    assert detector.labels_[labels == -1].mean() > detector.labels_[labels == 1].mean()
+
+
+def test_f1_on_the_anomalous_class_with_pos_label_minus_one(fitted, stripes):
+    from sklearn.metrics import f1_score
+
+    images, labels, _ = stripes
+    predictions = fitted.predict(images[20:])
+    expected_tp = np.sum((predictions == -1) & (labels[20:] == -1))
+    precision = expected_tp / max(np.sum(predictions == -1), 1)
+    recall = expected_tp / np.sum(labels[20:] == -1)
+    f1 = f1_score(labels[20:], predictions, pos_label=-1)
+    assert f1 == pytest.approx(0 if expected_tp == 0 else 2 * precision * recall / (precision + recall))
