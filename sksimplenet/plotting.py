@@ -15,7 +15,9 @@ detector's ``anomaly_map(X, original_size=True)``).
 Colours: the map is drawn with the ``"jet"`` colour map between ``vmin`` and ``vmax``
 (by default the map's own minimum and maximum; :func:`plot_grid` uses one range for the
 whole batch so that panels compare), and the predicted region ``map >= threshold`` is
-outlined in white.
+outlined in white. :func:`centred_range` gives a range for a set of maps with the decision
+threshold at its middle, so that one colour means one score in every image and the
+colour scale's midpoint (green-yellow in ``"jet"``) is the threshold.
 """
 
 from __future__ import annotations
@@ -24,11 +26,15 @@ import os
 
 import numpy as np
 
-__all__ = ["overlay", "plot_grid", "save_overlay"]
+__all__ = ["centred_range", "overlay", "plot_grid", "save_overlay"]
 
 CONTOUR_COLOR = "white"
 _PANEL_INCHES = 2.5
 _GRID_DPI = 100
+#: Height in pixels of the band :func:`save_overlay` adds below the image for a caption and
+#: a colour bar, and the smallest width of such a figure (room for the tick labels).
+FOOTER_PIXELS = 58
+FOOTER_MIN_WIDTH = 320
 
 
 def _matplotlib():
@@ -63,6 +69,35 @@ def _as_map(anomaly_map) -> np.ndarray:
     if np.isnan(values).all():
         raise ValueError("anomaly_map is NaN everywhere: no pixel was seen")
     return values
+
+
+def centred_range(low: float, high: float, centre: float) -> tuple[float, float]:
+    """The colour range ``(centre - d, centre + d)``, the narrowest that holds ``[low, high]``.
+
+    With ``centre`` the decision threshold and ``low``, ``high`` the smallest and largest
+    values of a set of anomaly maps, every map of the set is drawn on one scale whose
+    midpoint is the threshold: colours compare across images, and colours above the middle
+    of the colour map are pixels above the threshold.
+
+    Parameters
+    ----------
+    low, high : float
+        Smallest and largest map value to cover (NaN-free).
+    centre : float
+        The value at the middle of the range.
+
+    Returns
+    -------
+    vmin, vmax : float
+        ``vmax - centre == centre - vmin > 0``.
+    """
+    low, high, centre = float(low), float(high), float(centre)
+    if not all(np.isfinite([low, high, centre])):
+        raise ValueError(f"low, high and centre must be finite, got {low!r}, {high!r}, {centre!r}")
+    half = max(high - centre, centre - low)
+    if half <= 0:  # every value is the centre itself
+        half = max(abs(centre) * 1e-6, 1e-12)
+    return centre - half, centre + half
 
 
 def _image_at(image, shape: tuple[int, int], resize=None, crop_size=None) -> np.ndarray:
@@ -179,10 +214,17 @@ def save_overlay(
     crop_size=None,
     vmin: float | None = None,
     vmax: float | None = None,
+    colorbar: bool = False,
+    caption: str | None = None,
 ) -> None:
     """Write :func:`overlay` to a PNG file with one image pixel per map pixel.
 
-    The PNG is exactly the map's size, ``(height, width)``, with no axes or margins.
+    Without ``colorbar`` and ``caption`` the PNG is exactly the map's size, ``(height,
+    width)``, with no axes or margins. With either, a band of :data:`FOOTER_PIXELS` (58)
+    pixels is added below the image for the caption and a horizontal colour bar (ticks at
+    ``vmin``, ``vmax`` and the threshold, which is also marked by a black line), and the
+    PNG is at least :data:`FOOTER_MIN_WIDTH` (320) pixels wide; the image keeps one pixel
+    per map pixel in the top-left ``(height, width)`` corner, the rest is white.
 
     Parameters
     ----------
@@ -190,14 +232,47 @@ def save_overlay(
         Destination file (PNG). Its folder must exist.
     image, anomaly_map, threshold, alpha, resize, crop_size, vmin, vmax
         As in :func:`overlay`.
+    colorbar : bool, default=False
+        Draw the colour bar of the heatmap below the image.
+    caption : str, default=None
+        One line of text below the image, e.g. the image's score.
     """
     values = _as_map(anomaly_map)
     pixels = _image_at(image, values.shape, resize, crop_size)
     height, width = values.shape
     dpi = 100
-    figure = _agg_figure(width / dpi, height / dpi, dpi)
-    ax = figure.add_axes((0, 0, 1, 1))
-    _draw(ax, pixels, values, threshold, alpha, vmin, vmax)
+    footer = FOOTER_PIXELS if colorbar or caption is not None else 0
+    figure_width = max(width, FOOTER_MIN_WIDTH) if footer else width
+    figure_height = height + footer
+    figure = _agg_figure(figure_width / dpi, figure_height / dpi, dpi)
+
+    def box(left, bottom, box_width, box_height):  # pixels -> figure fractions
+        return (
+            left / figure_width,
+            bottom / figure_height,
+            box_width / figure_width,
+            box_height / figure_height,
+        )
+
+    ax = figure.add_axes(box(0, footer, width, height))
+    artist = _draw(ax, pixels, values, threshold, alpha, vmin, vmax)
+    if caption is not None:
+        figure.text(4 / figure_width, (footer - 4) / figure_height, caption, ha="left", va="top", fontsize=8)
+    if colorbar:
+        low, high = artist.norm.vmin, artist.norm.vmax
+        from matplotlib.cm import ScalarMappable
+
+        cax = figure.add_axes(box(16, 22, figure_width - 32, 10))
+        # Drawn from the heatmap's colour map and range, opaque (the heatmap is translucent).
+        scale = ScalarMappable(norm=artist.norm, cmap=artist.cmap)
+        bar = figure.colorbar(scale, cax=cax, orientation="horizontal")
+        ticks = [low, high]
+        if threshold is not None and low <= threshold <= high:
+            ticks.insert(1, float(threshold))
+            cax.axvline(float(threshold), color="black", linewidth=1.5)
+        bar.set_ticks(ticks, labels=[f"{tick:.3g}" for tick in ticks])
+        cax.tick_params(labelsize=7, length=2, pad=1)
+        bar.outline.set_linewidth(0.5)
     figure.savefig(os.fspath(path), dpi=dpi, format="png")
 
 
@@ -219,11 +294,13 @@ def plot_grid(
     alpha: float = 0.5,
     resize=None,
     crop_size=None,
+    vmin: float | None = None,
+    vmax: float | None = None,
 ):
     """A grid of overlays for a batch, one panel per image, optionally saved as PNG.
 
-    Every panel uses one colour range, the minimum and maximum over all maps, so that
-    colours compare across panels. Each panel is 2.5 inches square at 100 dpi: a saved
+    Every panel uses one colour range, by default the minimum and maximum over all maps,
+    so that colours compare across panels. Each panel is 2.5 inches square at 100 dpi: a saved
     grid is ``250 * ncols`` pixels wide and ``250 * ceil(n_images / ncols)`` tall (with
     fewer columns when there are fewer images than ``ncols``).
 
@@ -246,6 +323,9 @@ def plot_grid(
         When given, the figure is written there as PNG.
     alpha, resize, crop_size
         As in :func:`overlay`.
+    vmin, vmax : float, default=None
+        The colour range of every panel (e.g. from :func:`centred_range`); None: the
+        minimum and maximum over all maps.
 
     Returns
     -------
@@ -266,8 +346,8 @@ def plot_grid(
         raise ValueError(f"ncols must be a positive integer, got {ncols!r}")
     ncols = min(int(ncols), n)
     nrows = -(-n // ncols)
-    low = min(float(np.nanmin(m)) for m in map_list)
-    high = max(float(np.nanmax(m)) for m in map_list)
+    low = min(float(np.nanmin(m)) for m in map_list) if vmin is None else float(vmin)
+    high = max(float(np.nanmax(m)) for m in map_list) if vmax is None else float(vmax)
 
     figure = _agg_figure(_PANEL_INCHES * ncols, _PANEL_INCHES * nrows, _GRID_DPI)
     axes = np.atleast_1d(figure.subplots(nrows, ncols, squeeze=False)).ravel()

@@ -7,7 +7,7 @@ from PIL import Image
 pytest.importorskip("matplotlib")
 
 from sksimplenet.datasets import make_synthetic  # noqa: E402
-from sksimplenet.plotting import overlay, plot_grid, save_overlay  # noqa: E402
+from sksimplenet.plotting import centred_range, overlay, plot_grid, save_overlay  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -153,3 +153,82 @@ def test_pixels_never_seen_show_the_bare_image(tmp_path, blob):
     rgb = read_rgb(tmp_path / "overlay.png")
     np.testing.assert_allclose(rgb[:, :16], image[:, :16].astype(int), atol=2)  # no heatmap there
     assert np.abs(rgb[:, 16:] - image[:, 16:].astype(int)).mean() > 20  # the heatmap elsewhere
+
+
+def test_centred_range_puts_the_centre_in_the_middle_and_holds_every_value():
+    assert centred_range(0.0, 1.0, 0.3) == pytest.approx((-0.4, 1.0))
+    assert centred_range(-2.0, -1.0, 0.5) == pytest.approx((-2.0, 3.0))  # all below: the upper half empty
+    low, high = centred_range(0.7, 0.7, 0.7)
+    assert low < 0.7 < high and (low + high) / 2 == pytest.approx(0.7)
+    with pytest.raises(ValueError, match="finite"):
+        centred_range(0.0, np.nan, 0.5)
+
+
+def test_one_range_gives_equal_values_equal_colours_in_different_overlays(tmp_path, blob):
+    image, anomaly_map = blob
+    # Two different maps that hold the same value in their top eight rows.
+    first = anomaly_map.copy()
+    other = np.where(anomaly_map == 1, 3.0, np.linspace(-1, 0, 64)[None, :] * np.ones((64, 1)))
+    first[:8] = other[:8] = 0.25
+    for name, values in (("first", first), ("other", other)):
+        save_overlay(tmp_path / f"{name}.png", image, values, vmin=-1.0, vmax=3.0)
+    save_overlay(tmp_path / "own.png", image, first)  # its own range: 0 to 1
+
+    first_rgb, other_rgb = read_rgb(tmp_path / "first.png"), read_rgb(tmp_path / "other.png")
+    np.testing.assert_array_equal(first_rgb[:8], other_rgb[:8])
+    assert np.abs(first_rgb[8:] - other_rgb[8:]).mean() > 5
+    assert np.abs(read_rgb(tmp_path / "own.png")[:8] - first_rgb[:8]).mean() > 5
+
+
+def test_the_threshold_is_the_middle_colour_of_a_centred_range(tmp_path):
+    from matplotlib import colormaps
+
+    threshold = 0.42
+    anomaly_map = np.full((16, 16), threshold)
+    anomaly_map[0, 0], anomaly_map[-1, -1] = -1.0, 2.0
+    vmin, vmax = centred_range(anomaly_map.min(), anomaly_map.max(), threshold)
+    gray = np.zeros((16, 16), dtype=np.uint8)
+
+    save_overlay(tmp_path / "mid.png", gray, anomaly_map, vmin=vmin, vmax=vmax, alpha=1.0)
+
+    middle = np.round(np.asarray(colormaps["jet"](0.5)[:3]) * 255)
+    np.testing.assert_allclose(read_rgb(tmp_path / "mid.png")[8, 8], middle, atol=2)
+
+
+def test_a_caption_and_colour_bar_go_below_the_unchanged_image(tmp_path, blob):
+    from sksimplenet.plotting import FOOTER_MIN_WIDTH, FOOTER_PIXELS
+
+    image, anomaly_map = blob
+    save_overlay(tmp_path / "plain.png", image, anomaly_map, threshold=0.5, vmin=-0.5, vmax=1.5)
+    save_overlay(
+        tmp_path / "full.png",
+        image,
+        anomaly_map,
+        threshold=0.5,
+        vmin=-0.5,
+        vmax=1.5,
+        colorbar=True,
+        caption="score 0.9 > threshold 0.5: anomalous",
+    )
+    save_overlay(tmp_path / "bar.png", image, anomaly_map, threshold=0.5, vmin=-0.5, vmax=1.5, colorbar=True)
+
+    plain, full, bar = (read_rgb(tmp_path / f"{name}.png") for name in ("plain", "full", "bar"))
+    assert full.shape == (64 + FOOTER_PIXELS, FOOTER_MIN_WIDTH, 3)
+    np.testing.assert_array_equal(full[:64, :64], plain)  # the image, one pixel per map pixel
+    assert (full[:64, 64:] == 255).all()  # white beside it
+    caption_rows = slice(64, 64 + 20)
+    assert (bar[caption_rows] == 255).all() and (full[caption_rows] < 128).any()  # the text
+    # The colour bar runs from blue (vmin) to red (vmax) along the band.
+    row = full[64 + FOOTER_PIXELS - 27]
+    left, right = row[20], row[FOOTER_MIN_WIDTH - 20]
+    assert left[2] > 100 > left[0] and right[0] > 100 > right[2]
+
+
+def test_plot_grid_takes_one_colour_range(tmp_path):
+    images, _, masks = make_synthetic(2, 1, size=48, random_state=1)
+
+    figure = plot_grid(images, masks.astype(np.float32), threshold=0.5, vmin=-2.0, vmax=3.0)
+
+    heatmaps = [ax.images[1] for ax in figure.axes if len(ax.images) == 2]
+    assert len(heatmaps) == 3
+    assert {(h.norm.vmin, h.norm.vmax) for h in heatmaps} == {(-2.0, 3.0)}
