@@ -1,8 +1,11 @@
-"""The ``sksimplenet`` command line, run in-process through ``main``."""
+"""The ``sksimplenet`` command line, run in-process through ``main`` (and as a process where it matters)."""
 
 import csv
+import io
 import json
 import re
+import subprocess
+import sys
 
 import joblib
 import numpy as np
@@ -10,7 +13,7 @@ import pytest
 from PIL import Image
 
 from sksimplenet import SimpleNetDetector, load
-from sksimplenet.cli import main
+from sksimplenet.cli import main, params_path, parse_value
 from sksimplenet.datasets import make_synthetic
 
 TINY = [
@@ -27,11 +30,23 @@ TINY = [
     "--device",
     "cpu",
 ]
+# Faster still, for the tests that fit several detectors: one epoch, a narrow discriminator.
+TINIER = [*TINY, "--epochs", "1", "--set", "hidden_dim=64"]
 
 
 def metric(output: str, name: str) -> float:
-    """The value of one row of the markdown metrics table."""
-    return float(re.search(rf"^\| {re.escape(name)} \| ([0-9.]+) \|$", output, re.MULTILINE).group(1))
+    """The value of one row of a markdown table of the command's output."""
+    return float(re.search(rf"^\| {re.escape(name)} \| ([-0-9.e+]+) \|$", output, re.MULTILINE).group(1))
+
+
+def read_csv(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def read_rgb(path):
+    with Image.open(path) as png:
+        return np.asarray(png.convert("RGB")).astype(int)
 
 
 @pytest.fixture(scope="module")
@@ -56,29 +71,67 @@ def mvtec_root(tmp_path_factory):
     return root
 
 
+def fit_args(mvtec_root, output, *options):
+    return [
+        "fit",
+        str(mvtec_root),
+        "--layout",
+        "mvtec",
+        "--category",
+        "widgets",
+        *options,
+        "-o",
+        str(output),
+    ]
+
+
 @pytest.fixture(scope="module")
-def model_path(mvtec_root, tmp_path_factory):
+def fitted_run(mvtec_root, tmp_path_factory):
+    """The model of one ``fit`` and what the command printed on stdout and stderr."""
     path = tmp_path_factory.mktemp("models") / "widgets.safetensors"
-    code = main(
-        [
-            "--quiet",
-            "fit",
-            str(mvtec_root),
-            "--layout",
-            "mvtec",
-            "--category",
-            "widgets",
-            *TINY,
-            "-o",
-            str(path),
-        ]
-    )
-    assert code == 0
-    return path
+    capture = pytest.MonkeyPatch()
+    out, err = io.StringIO(), io.StringIO()
+    capture.setattr(sys, "stdout", out)
+    capture.setattr(sys, "stderr", err)
+    try:
+        code = main(fit_args(mvtec_root, path, *TINY))
+    finally:
+        capture.undo()
+    assert code == 0, err.getvalue()
+    return path, out.getvalue(), err.getvalue()
 
 
-def test_demo_prints_good_metrics_and_writes_overlays(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def model_path(fitted_run):
+    return fitted_run[0]
+
+
+@pytest.fixture(scope="module")
+def scan_folder(mvtec_root, tmp_path_factory):
+    """Four good image files and a truncated PNG between them."""
+    folder = tmp_path_factory.mktemp("scan")
+    sources = sorted((mvtec_root / "widgets" / "test").glob("*/*.png"))[:4]
+    for index, source in enumerate(sources):
+        (folder / f"{2 * index}.png").write_bytes(source.read_bytes())
+    data = sources[0].read_bytes()
+    (folder / "3_truncated.png").write_bytes(data[: len(data) // 2])
+    return folder
+
+
+def assert_one_line_error(capsys, *needles):
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith("sksimplenet: error: ")
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in err
+    return err
+
+
+# ----------------------------------------------------------------------------- demo, fit, evaluate
+def test_demo_prints_good_metrics_and_writes_overlays(tmp_path, capsys, monkeypatch):
     pytest.importorskip("matplotlib")
+    decoded = count_decodes(monkeypatch)
     code = main(["--quiet", "demo", "-o", str(tmp_path), "--epochs", "100"])
 
     output = capsys.readouterr().out
@@ -89,9 +142,11 @@ def test_demo_prints_good_metrics_and_writes_overlays(tmp_path, capsys):
     overlays = sorted(tmp_path.glob("test_*_overlay.png"))
     assert len(overlays) == 25
     with Image.open(overlays[0]) as png:
-        assert png.size == (96, 96)
+        assert png.size == (320, 96 + 58)  # the 96-pixel image and a band with the score and colour bar
     assert (tmp_path / "grid.png").is_file()
     assert json.loads((tmp_path / "metrics.json").read_text())["image_auroc"] == metric(output, "image AUROC")
+    # 20 training images and 25 test images, each through the network once (maps and scores together).
+    assert decoded == {"images": 45}
 
 
 def test_fit_saves_a_detector_that_loads_back(model_path):
@@ -105,8 +160,210 @@ def test_fit_saves_a_detector_that_loads_back(model_path):
     assert detector.input_size_ == (64, 64)
 
 
-def test_evaluate_prints_a_table_and_writes_json(mvtec_root, model_path, tmp_path, capsys):
+def test_fit_prints_the_final_loss_held_out_criterion_and_threshold(fitted_run):
+    path, out, err = fitted_run
+    detector = load(path)
+
+    assert metric(out, "epochs") == len(detector.loss_history_) == 2
+    assert metric(out, "training loss (last epoch)") == float(f"{detector.loss_history_[-1]:.6g}")
+    assert metric(out, "held-out criterion (last epoch)") == float(f"{detector.validation_history_[-1]:.6g}")
+    assert metric(out, "threshold (image anomaly score)") == float(f"{detector.threshold_:.6g}")
+    # The progress bar on stderr showed the same last values, to four decimals.
+    shown = re.findall(r"loss=([0-9.]+), held-out=([0-9.]+)", err)
+    assert shown[-1] == (f"{detector.loss_history_[-1]:.4f}", f"{detector.validation_history_[-1]:.4f}")
+
+
+def test_fit_writes_its_parameters_beside_the_model_and_config_repeats_the_run(
+    fitted_run, mvtec_root, tmp_path, capsys
+):
+    path = fitted_run[0]
+    detector = load(path)
+    written = json.loads(params_path(path).read_text())
+    assert params_path(path).name == "widgets.safetensors.params.json"
+    expected = {name: value for name, value in detector.get_params().items() if name != "verbose"}
+    assert written == json.loads(json.dumps(expected))
+    assert written["epochs"] == 2 and written["random_state"] == 0 and written["resize"] == 64
+
+    again = tmp_path / "again.safetensors"
+    assert main(["--quiet", *fit_args(mvtec_root, again, "--config", str(params_path(path)))]) == 0
+
+    repeated = load(again)
+    assert repeated.get_params() == detector.get_params()
+    assert repeated.threshold_ == detector.threshold_
+    assert repeated.loss_history_ == detector.loss_history_
+
+
+def test_named_options_and_set_reach_every_parameter(mvtec_root, tmp_path):
+    path = tmp_path / "m.safetensors"
+    options = [
+        *TINIER,
+        "--batch-size",
+        "3",
+        "--patch-fraction",
+        "0.5",
+        "--contamination",
+        "0.2",
+        "--image-score",
+        "max",
+        "--layers",
+        "features.3,features.5",
+        "--weights",
+        "DEFAULT",
+        "--validation-fraction",
+        "0.25",
+        "--sigma",
+        "0.2,0.4",
+        "--feature-scaling",
+        "none",
+        "--set",
+        "adaptor_lr=2e-4",
+        "--set",
+        "weight_averaging=None",
+        "--set",
+        "resize=(64, 80)",
+        "--set",
+        "adaptor-bias=true",
+    ]
+
+    assert main(["--quiet", *fit_args(mvtec_root, path, *options)]) == 0
+
+    params = load(path).get_params()
+    assert params["batch_size"] == 3
+    assert params["patch_fraction"] == 0.5
+    assert params["contamination"] == 0.2
+    assert params["image_score"] == "max"
+    assert params["layers"] == ("features.3", "features.5")
+    assert params["validation_fraction"] == 0.25
+    assert params["sigma"] == (0.2, 0.4)
+    assert params["feature_scaling"] is None
+    assert params["hidden_dim"] == 64
+    assert params["adaptor_lr"] == 2e-4
+    assert params["weight_averaging"] is None
+    assert params["resize"] == (64, 80)
+    assert params["adaptor_bias"] is True
+    assert load(path).n_held_out_images_ == 2  # ceil(0.25 * 8)
+
+
+@pytest.mark.parametrize("suffix", [".json", ".toml"])
+def test_config_then_named_options_then_set(mvtec_root, tmp_path, suffix):
+    config = tmp_path / f"params{suffix}"
+    if suffix == ".json":
+        config.write_text(json.dumps({"batch_size": 2, "hidden_dim": 32, "margin": 0.25, "resize": [64, 64]}))
+    else:
+        config.write_text("batch_size = 2\nhidden_dim = 32\nmargin = 0.25\nresize = [64, 64]\n")
+    path = tmp_path / "m.safetensors"
+    options = ["--config", str(config), *TINIER, "--batch-size", "4", "--set", "hidden_dim=16"]
+
+    assert main(["--quiet", *fit_args(mvtec_root, path, *options)]) == 0
+
+    params = load(path).get_params()
+    assert params["margin"] == 0.25  # from the file only
+    assert params["batch_size"] == 4  # the named option over the file
+    assert params["hidden_dim"] == 16  # --set, applied last, over TINIER's --set and the file
+    assert params["resize"] == 64  # TINY's --resize over the file's list
+
+
+def test_invalid_parameters_are_refused_by_name_before_any_data_is_read(tmp_path, capsys):
+    missing = str(tmp_path / "no_such_dataset")
+    model = tmp_path / "m.safetensors"
+
+    def fit(*options):
+        return main(["fit", missing, "--layout", "folder", *options, "-o", str(model)])
+
+    assert fit("--set", "batch_size=0") == 2
+    assert_one_line_error(capsys, "'batch_size' parameter", "Got 0")
+    assert fit("--patch-fraction", "2") == 2
+    assert_one_line_error(capsys, "'patch_fraction' parameter")
+    assert fit("--set", "device=tpu") == 2
+    assert_one_line_error(capsys, "'device' parameter", "'tpu'")
+    assert fit("--set", "batch=4") == 2
+    err = assert_one_line_error(capsys, "--set: unknown parameter 'batch'", "batch_size", "patch_fraction")
+    assert "verbose" not in err.split("parameters are:")[1]
+    assert fit("--set", "verbose=true") == 2
+    assert_one_line_error(capsys, "verbose is set by --quiet")
+    assert fit("--set", "batch_size") == 2
+    assert_one_line_error(capsys, "NAME=VALUE")
+    assert fit("--contamination", "some") == 2
+    assert_one_line_error(capsys, "--contamination", "'some'")
+
+    bad_key = tmp_path / "bad.json"
+    bad_key.write_text('{"batch_size": 4, "bach_size": 4}')
+    assert fit("--config", str(bad_key)) == 2
+    assert_one_line_error(capsys, str(bad_key), "unknown parameter 'bach_size'")
+    for name, text, needle in (
+        ("list.json", "[1, 2]", "one table"),
+        ("broken.json", "{", "not valid JSON"),
+        ("broken.toml", "batch_size = ", "not valid TOML"),
+        ("params.yaml", "batch_size: 4", ".json or .toml"),
+    ):
+        (tmp_path / name).write_text(text)
+        assert fit("--config", str(tmp_path / name)) == 2
+        assert_one_line_error(capsys, name, needle)
+    assert fit("--config", str(tmp_path / "gone.json")) == 2
+    assert_one_line_error(capsys, "gone.json", "does not exist")
+    assert not model.exists()
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("32", 32),
+        ("1e-4", 1e-4),
+        ("-1", -1),
+        ("none", None),
+        ("None", None),
+        ("null", None),
+        ("TRUE", True),
+        ("false", False),
+        ("auto", "auto"),
+        ("cuda:0", "cuda:0"),
+        ("features.3", "features.3"),
+        ("224,224", (224, 224)),
+        ("[224, 224]", (224, 224)),
+        ("('layer2', 'layer3')", ("layer2", "layer3")),
+        ('["layer2", "layer3"]', ("layer2", "layer3")),
+        ('"123"', "123"),
+        ("/data/cache dir", "/data/cache dir"),
+    ],
+)
+def test_set_values_are_literals_when_they_parse_else_text(text, value):
+    parsed = parse_value(text)
+    assert parsed == value and type(parsed) is type(value)
+
+
+def test_list_params_prints_every_parameter_with_its_default(capsys):
+    assert main(["fit", "--list-params"]) == 0
+
+    rows = {
+        line.split(" | ")[0].strip("| "): line.split(" | ")[1:]
+        for line in capsys.readouterr().out.splitlines()[2:]
+    }
+    assert set(rows) == set(SimpleNetDetector._get_param_names()) - {"verbose"}
+    defaults = SimpleNetDetector().get_params()
+    assert json.loads(rows["batch_size"][0]) == defaults["batch_size"] == 32
+    assert json.loads(rows["contamination"][0]) == "auto"
+    assert "[1, inf)" in rows["batch_size"][1]
+
+
+def test_fit_help_says_where_the_defaults_come_from(capsys):
+    assert main(["fit", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "the defaults of SimpleNetDetector (print them with --list-params" in text
+    assert "then --config FILE, then the named options, then --set NAME=VALUE" in text
+    for flag in (
+        "--batch-size",
+        "--patch-fraction",
+        "--contamination",
+        "--weights",
+        "--layers",
+        "--image-score",
+    ):
+        assert flag in text
+
+
+def test_evaluate_prints_a_table_and_writes_json(mvtec_root, model_path, tmp_path, capsys, monkeypatch):
     out = tmp_path / "metrics.json"
+    decoded = count_decodes(monkeypatch)
 
     code = main(
         [
@@ -132,11 +389,29 @@ def test_evaluate_prints_a_table_and_writes_json(mvtec_root, model_path, tmp_pat
     printed = capsys.readouterr().out
     assert printed.startswith("| metric | value |")
     assert metric(printed, "pixel AUROC") == round(metrics["pixel_auroc"], 4)
+    assert decoded == {"images": 6}  # one pass over the 6 test images: maps and scores together
 
 
-def test_predict_writes_csv_and_overlays(mvtec_root, model_path, tmp_path):
+# ----------------------------------------------------------------------------- predict
+def count_decodes(monkeypatch) -> dict:
+    """Count the images that go through the network's input pipeline."""
+    from sksimplenet.image_io import ImageDataset
+
+    count = {"images": 0}
+    original = ImageDataset.__getitem__
+
+    def counted(self, index):
+        count["images"] += 1
+        return original(self, index)
+
+    monkeypatch.setattr(ImageDataset, "__getitem__", counted)
+    return count
+
+
+def test_predict_writes_csv_and_overlays(mvtec_root, model_path, tmp_path, monkeypatch):
     pytest.importorskip("matplotlib")
     test_dir = mvtec_root / "widgets" / "test"
+    decoded = count_decodes(monkeypatch)
 
     code = main(
         [
@@ -151,17 +426,118 @@ def test_predict_writes_csv_and_overlays(mvtec_root, model_path, tmp_path):
     )
 
     assert code == 0
-    with open(tmp_path / "predictions.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    assert decoded == {"images": 6}  # each image through the network once, overlays included
+    rows = read_csv(tmp_path / "predictions.csv")
     assert len(rows) == 6
+    assert list(rows[0]) == ["path", "score", "label", "status", "error"]
     assert [row["path"] for row in rows][:1] == [str(test_dir / "good" / "008.png")]
+    assert {row["status"] for row in rows} == {"ok"} and {row["error"] for row in rows} == {""}
     assert {int(row["label"]) for row in rows} <= {1, -1}
-    assert all(np.isfinite(float(row["score"])) for row in rows)
+    detector = load(model_path)
+    scores = -detector.score_samples([row["path"] for row in rows])
+    np.testing.assert_allclose([float(row["score"]) for row in rows], scores, rtol=1e-5, atol=1e-5)
     # An image is labelled -1 exactly when its anomaly score passes the decision threshold.
-    threshold = load(model_path).threshold_
-    assert all((int(row["label"]) == -1) == (float(row["score"]) > threshold) for row in rows)
+    assert all((int(row["label"]) == -1) == (float(row["score"]) > detector.threshold_) for row in rows)
     overlays = sorted(path.name for path in tmp_path.glob("*_overlay.png"))
     assert overlays == [f"{i:03d}_overlay.png" for i in range(8, 14)]
+
+
+def test_predict_masks_maps_and_overlays_share_one_scale_anchored_at_the_threshold(
+    mvtec_root, model_path, tmp_path
+):
+    pytest.importorskip("matplotlib")
+    from sksimplenet.plotting import FOOTER_PIXELS
+
+    test_dir = mvtec_root / "widgets" / "test"
+    args = ["--quiet", "predict", str(model_path), str(test_dir / "good"), str(test_dir / "blob")]
+    assert main([*args, "-o", str(tmp_path), "--masks", "--maps", "--format", "json"]) == 0
+
+    detector = load(model_path)
+    threshold = detector.threshold_
+    document = json.loads((tmp_path / "predictions.json").read_text())
+    assert document["threshold"] == threshold
+    images = document["images"]
+    assert [image["status"] for image in images] == ["ok"] * 6
+    maps = [np.load(tmp_path / image["map"]) for image in images]
+    # The raw maps are anomaly_map at each image's own size.
+    expected = detector.anomaly_map([image["path"] for image in images], original_size=True)
+    for saved, computed in zip(maps, expected):
+        assert saved.dtype == np.float32 and saved.shape == (64, 64)
+        np.testing.assert_allclose(saved, computed, rtol=1e-5, atol=1e-5)
+    # Masks are map >= threshold.
+    for image, anomaly_map in zip(images, maps):
+        with Image.open(tmp_path / image["mask"]) as png:
+            assert png.mode == "L"
+            np.testing.assert_array_equal(np.asarray(png) == 255, anomaly_map >= threshold)
+            assert set(np.unique(np.asarray(png))) <= {0, 255}
+    # One colour range for every overlay, centred on the threshold, just holding every map.
+    vmin, vmax = document["color_range"]
+    assert (vmin + vmax) / 2 == pytest.approx(threshold)
+    low, high = min(m.min() for m in maps), max(m.max() for m in maps)
+    assert vmin <= low and high <= vmax
+    assert min(low - vmin, vmax - high) == pytest.approx(0, abs=1e-6)
+    # So the colour bars below the images are the same in every overlay, pixel for pixel,
+    # while the images (and the captions with their scores) differ.
+    overlays = [read_rgb(tmp_path / image["overlay"]) for image in images]
+    assert all(overlay.shape == (64 + FOOTER_PIXELS, 320, 3) for overlay in overlays)
+    bar = slice(64 + 20, None)  # the band's lower part: the colour bar and its ticks
+    for overlay in overlays[1:]:
+        np.testing.assert_array_equal(overlay[bar], overlays[0][bar])
+    assert np.abs(overlays[0][:64, :64] - overlays[-1][:64, :64]).mean() > 5
+
+    # The same scores as the CSV.
+    assert main([*args, "-o", str(tmp_path / "csv"), "--no-overlays"]) == 0
+    rows = read_csv(tmp_path / "csv" / "predictions.csv")
+    assert [row["path"] for row in rows] == [image["path"] for image in images]
+    np.testing.assert_allclose([float(row["score"]) for row in rows], [i["score"] for i in images], rtol=1e-5)
+    assert [int(row["label"]) for row in rows] == [image["label"] for image in images]
+    assert not list((tmp_path / "csv").glob("*.png")) and not list((tmp_path / "csv").glob("*.npy"))
+
+
+def test_predict_reports_an_unreadable_file_and_scores_the_others(model_path, scan_folder, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+
+    code = main(["--quiet", "predict", str(model_path), str(scan_folder), "-o", str(tmp_path), "--masks"])
+
+    assert code == 1
+    bad = str(scan_folder / "3_truncated.png")
+    err = capsys.readouterr().err
+    assert f"sksimplenet: skipped: '{bad}' is truncated or corrupt" in err
+    assert "1 of 5 images could not be read" in err
+    rows = read_csv(tmp_path / "predictions.csv")
+    assert [row["path"] for row in rows] == [
+        str(scan_folder / name) for name in sorted(p.name for p in scan_folder.iterdir())
+    ]
+    failed = [row for row in rows if row["status"] == "error"]
+    assert [row["path"] for row in failed] == [bad]
+    assert failed[0]["score"] == failed[0]["label"] == ""
+    assert bad in failed[0]["error"] and "truncated" in failed[0]["error"]
+    good = [row for row in rows if row["status"] == "ok"]
+    assert len(good) == 4 and all(row["error"] == "" for row in good)
+    scores = -load(model_path).score_samples([row["path"] for row in good])
+    np.testing.assert_allclose([float(row["score"]) for row in good], scores, rtol=1e-5, atol=1e-5)
+    assert sorted(p.name for p in tmp_path.glob("*_overlay.png")) == [
+        "0_overlay.png",
+        "2_overlay.png",
+        "4_overlay.png",
+        "6_overlay.png",
+    ]
+    assert len(list(tmp_path.glob("*_mask.png"))) == 4
+
+    # As JSON on stdout, the same.
+    assert main(["--quiet", "predict", str(model_path), str(scan_folder), "--format", "json"]) == 1
+    images = json.loads(capsys.readouterr().out)["images"]
+    assert [image["status"] for image in images] == [row["status"] for row in rows]
+    bad_index = [row["path"] for row in rows].index(bad)
+    assert images[bad_index]["error"] == failed[0]["error"] and images[bad_index]["score"] is None
+
+
+def test_predict_fail_fast_stops_at_the_unreadable_file(model_path, scan_folder, tmp_path, capsys):
+    code = main(["--quiet", "predict", str(model_path), str(scan_folder), "-o", str(tmp_path), "--fail-fast"])
+
+    assert code == 2
+    assert_one_line_error(capsys, str(scan_folder / "3_truncated.png"), "truncated")
+    assert not (tmp_path / "predictions.csv").exists()
 
 
 def test_predict_with_a_centre_crop_overlays_only_what_was_seen(tmp_path):
@@ -185,16 +561,21 @@ def test_predict_with_a_centre_crop_overlays_only_what_was_seen(tmp_path):
             *map(str, paths[4:]),
             "-o",
             str(tmp_path),
+            "--maps",
+            "--masks",
         ]
     )
 
     assert code == 0
-    with Image.open(tmp_path / "4_overlay.png") as png:
-        overlay = np.asarray(png.convert("RGB")).astype(int)
-    assert overlay.shape == (64, 128, 3)
+    overlay = read_rgb(tmp_path / "4_overlay.png")[:64, :128]  # the image, above the colour bar
     left_border = overlay[:, :32] - wide[4][:, :32].astype(int)
     centre = overlay[:, 32:96] - wide[4][:, 32:96].astype(int)
     assert np.abs(left_border).mean() < 2 < np.abs(centre).mean()  # the cut border shows the bare image
+    anomaly_map = np.load(tmp_path / "4_map.npy")
+    assert anomaly_map.shape == (64, 128)
+    assert np.isnan(anomaly_map[:, :32]).all() and not np.isnan(anomaly_map[:, 32:96]).any()
+    with Image.open(tmp_path / "4_mask.png") as png:
+        assert not np.asarray(png)[:, :32].any()  # never seen, never flagged
 
 
 def test_predict_without_output_writes_csv_to_stdout(mvtec_root, model_path, capsys):
@@ -204,21 +585,97 @@ def test_predict_without_output_writes_csv_to_stdout(mvtec_root, model_path, cap
 
     lines = capsys.readouterr().out.splitlines()
     assert code == 0
-    assert lines[0] == "path,score,label"
-    path, score, label = lines[1].split(",")
-    assert path == str(image) and label in ("1", "-1")
+    assert lines[0] == "path,score,label,status,error"
+    path, score, label, status, error = lines[1].split(",")
+    assert path == str(image) and label in ("1", "-1") and status == "ok" and error == ""
+    assert float(score) == pytest.approx(-load(model_path).score_samples([str(image)])[0], rel=1e-5)
 
 
-def assert_one_line_error(capsys, *needles):
-    err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1, err
-    assert err.startswith("sksimplenet: error: ")
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in err
-    return err
+def test_quiet_works_after_the_command_too(mvtec_root, model_path, capsys):
+    pytest.importorskip("matplotlib")
+    image = str(mvtec_root / "widgets" / "test" / "blob" / "011.png")
+
+    assert main(["predict", str(model_path), image]) == 0
+    assert "scoring" in capsys.readouterr().err
+    assert main(["predict", str(model_path), image, "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
 
 
+def test_predict_options_that_write_files_need_an_output_folder(mvtec_root, model_path, capsys):
+    image = str(mvtec_root / "widgets" / "test" / "blob" / "011.png")
+    for flag in ("--masks", "--maps", "--no-overlays"):
+        assert main(["predict", str(model_path), image, flag]) == 2
+        assert_one_line_error(capsys, flag, "-o OUTDIR")
+
+
+# ----------------------------------------------------------------------------- export, version, help
+def test_export_writes_an_onnx_graph_that_scores_like_the_model(mvtec_root, model_path, tmp_path):
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from sksimplenet.export import prepare_images
+
+    out = tmp_path / "nested" / "widgets.onnx"
+    assert main(["--quiet", "export", str(model_path), str(out)]) == 0
+
+    detector = load(model_path)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    metadata = session.get_modelmeta().custom_metadata_map
+    assert float(metadata["outlier_threshold"]) == pytest.approx(detector.threshold_)
+    images = sorted(str(p) for p in (mvtec_root / "widgets" / "test").glob("*/*.png"))[:3]
+    _, scores = session.run(None, {"images": prepare_images(detector, images)})
+    np.testing.assert_allclose(scores, -detector.score_samples(images), rtol=1e-4, atol=1e-4)
+
+
+def test_export_without_onnx_says_what_to_install(model_path, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)
+
+    assert main(["export", str(model_path), str(tmp_path / "m.onnx")]) == 2
+    assert_one_line_error(capsys, "pip install")
+
+
+def test_version(capsys):
+    from sksimplenet import __version__
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"sksimplenet {__version__}"
+
+
+def test_help_imports_no_torch():
+    # Every module imported while answering --help, as the interpreter lists them.
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "sksimplenet", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0
+    assert done.stdout.startswith("usage: sksimplenet")
+    imported = [line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if "|" in line]
+    assert "sksimplenet.cli" in imported
+    assert not [name for name in imported if name.split(".")[0] in ("torch", "torchvision", "sklearn")]
+
+    code = "import sys; from sksimplenet import cli; cli.build_parser(); print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "False"
+
+
+def test_public_names_import_lazily_and_as_before():
+    code = (
+        "import sys, sksimplenet; print('torch' in sys.modules); "
+        "from sksimplenet import SimpleNetDetector, PAPER_PARAMS, ModelFileError, load; "
+        "from sksimplenet.detector import SimpleNetDetector as D; "
+        "print(SimpleNetDetector is D, sorted(sksimplenet.__all__) == sorted(n for n in sksimplenet.__all__ "
+        "if hasattr(sksimplenet, n)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["False", "True", "True"], done.stderr
+    import sksimplenet
+
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        sksimplenet.nothing  # noqa: B018
+
+
+# ----------------------------------------------------------------------------- errors and model files
 def test_a_missing_dataset_is_one_line_and_exit_code_2(tmp_path, capsys):
     missing = tmp_path / "no_such_dataset"
 
@@ -262,6 +719,9 @@ def test_other_errors_are_one_line_too(mvtec_root, model_path, tmp_path, capsys)
     assert main(["predict", str(model_path), str(tmp_path / "gone.png")]) == 2
     assert_one_line_error(capsys, "gone.png")
 
+    assert main(["export", str(tmp_path / "none.safetensors"), str(tmp_path / "m.onnx")]) == 2
+    assert_one_line_error(capsys, "none.safetensors", "does not exist")
+
     assert main([]) == 2
     assert_one_line_error(capsys, "COMMAND")
 
@@ -271,23 +731,7 @@ def test_a_joblib_model_file_needs_allow_pickle_and_then_scores_like_the_safe_on
 ):
     pickled = tmp_path / "widgets.joblib"
     image = str(mvtec_root / "widgets" / "test" / "blob" / "012.png")
-    assert (
-        main(
-            [
-                "--quiet",
-                "fit",
-                str(mvtec_root),
-                "--layout",
-                "mvtec",
-                "--category",
-                "widgets",
-                *TINY,
-                "-o",
-                str(pickled),
-            ]
-        )
-        == 0
-    )
+    assert main(["--quiet", *fit_args(mvtec_root, pickled, *TINY)]) == 0
     assert model_path.read_bytes()[8:9] == b"{"  # the safe format: a safetensors header
     capsys.readouterr()
 
@@ -315,7 +759,8 @@ def test_a_pickle_is_never_opened_without_allow_pickle_whatever_its_name(
     image = str(mvtec_root / "widgets" / "test" / "blob" / "012.png")
 
     assert main(["predict", str(tmp_path / name), image]) == 2
-
+    assert_one_line_error(capsys, name, "is not a safe (safetensors) model file")
+    assert main(["export", str(tmp_path / name), str(tmp_path / "m.onnx")]) == 2
     assert_one_line_error(capsys, name, "is not a safe (safetensors) model file")
     assert not (tmp_path / "PWNED").exists()
 
