@@ -6,6 +6,8 @@ import os
 
 from sklearn.utils.validation import check_is_fitted
 
+from .precision import backbone_dtype
+
 
 def _describe_weights(detector) -> str:
     if not isinstance(detector.backbone, str):
@@ -26,6 +28,15 @@ def _size(value) -> str:
     return str(value)
 
 
+def _describe_precision(detector) -> str:
+    precision = getattr(detector, "precision", "float32")
+    if precision != "auto":
+        return precision
+    device = next(detector.model_.parameters()).device
+    dtype = backbone_dtype("auto", device)
+    return f"auto ({str(dtype).removeprefix('torch.')} on {device.type})"
+
+
 def model_card(detector) -> str:
     """Describe a fitted detector in a few lines.
 
@@ -37,7 +48,7 @@ def model_card(detector) -> str:
     Returns
     -------
     str
-        One ``name: value`` line each for the backbone, its layers and weights, the input
+        One ``name: value`` line each for the backbone, its layers, weights and precision, the input
         size, the patch-feature shape, the number of training images and epochs, the number
         of held-out images, the final training loss and held-out criterion, the decision
         threshold ``threshold_`` and the training time ``fit_time_``.
@@ -55,6 +66,7 @@ def model_card(detector) -> str:
         ("backbone", backbone),
         ("layers", ", ".join(detector.model_.extractor.layers)),
         ("weights", _describe_weights(detector)),
+        ("precision", _describe_precision(detector)),
         (
             "input size",
             f"{_size(detector.input_size_)} (resize={_size(detector.resize)}, "

@@ -35,6 +35,7 @@ from .image_io import (
     size_pair,
 )
 from .model import SimpleNetModel
+from .precision import PRECISIONS
 from .provenance import training_files
 from .training import held_out_split, train_discriminator
 
@@ -282,6 +283,13 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         (of the training images' with ``validation_fraction=0``). ``"auto"``: 0.01.
     cache_dtype : {"float16", "bfloat16", "float32"}, default="float16"
         Storage type of the training feature cache.
+    precision : {"float32", "bfloat16", "float16", "auto"}, default="float32"
+        Arithmetic of the frozen backbone, in fit's feature extraction and in scoring;
+        the rest stays float32. ``"auto"``: bfloat16 on a CPU with native bfloat16
+        (AVX512-BF16 or AMX), float16 on CUDA, float32 otherwise. A reduced type the device
+        lacks natively is emulated (20-30 times slower) and warns once. It may be changed
+        on a fitted detector to score in another precision. See :mod:`sksimplenet.precision`
+        and docs/performance.md for its speed and its effect on AUROC.
     cache_dir : str, path or None, default=None
         None keeps the training feature cache in memory (on the GPU when training there
         and it fits). A folder: the cache is a memory-mapped temporary file there, deleted
@@ -369,6 +377,7 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         image_score=0.01,
         contamination="auto",
         cache_dtype="float16",
+        precision="float32",
         cache_dir=None,
         device="auto",
         n_jobs=None,
@@ -400,6 +409,7 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         self.image_score = image_score
         self.contamination = contamination
         self.cache_dtype = cache_dtype
+        self.precision = precision
         self.cache_dir = cache_dir
         self.device = device
         self.n_jobs = n_jobs
@@ -445,6 +455,7 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         "image_score": [StrOptions({"max"}), Number(Real, 0, 1, closed="right")],
         "contamination": [StrOptions({"auto"}), Number(Real, 0, 0.5, closed="right")],
         "cache_dtype": [StrOptions(set(_CACHE_DTYPES))],
+        "precision": [StrOptions(set(PRECISIONS))],
         "cache_dir": [None, str, os.PathLike],
         "device": [Rule(_is_device, "'auto', 'cpu', 'cuda', 'cuda:N', 'mps' or a torch.device of those")],
         "n_jobs": [
@@ -536,6 +547,7 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
             adaptor_init=self.adaptor_init,
             smoothing_sigma=self.smoothing_sigma,
             image_score=self.image_score,
+            precision=self.precision,
             generator=generator,
         )
 
@@ -680,6 +692,7 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
                 model.to(device)
             if model.training:
                 model.eval()
+            model.precision = self.precision
         maps, scores = [], []
         for batch in self._batches(images, device, "scoring"):
             batch_maps, batch_scores = model(batch)

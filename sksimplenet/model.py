@@ -23,8 +23,6 @@ changes, moves or changes dtype, and is not pickled.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
-from types import MappingProxyType
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +31,7 @@ from torch import nn
 from .backbones import FeatureExtractor
 from .features import aggregate_neighbourhood, embed_patches
 from .networks import Adaptor, Discriminator, FeatureScaler
+from .precision import backbone_dtype
 from .scoring import apply_map_operators, image_scores, map_operators, score_maps
 
 _MAX_OPERATORS = 8
@@ -139,19 +138,12 @@ class SimpleNetModel(nn.Module):
     image_score : "max" or float
         How a map becomes an image score: its maximum, or the mean of its highest
         ``image_score`` share of pixels (see :func:`~sksimplenet.scoring.image_scores`).
+    precision : {"float32", "bfloat16", "float16", "auto"}
+        Arithmetic of the frozen backbone (:mod:`sksimplenet.precision`); everything after
+        it stays float32. Kept as the attribute ``precision``, which may be changed.
     generator : torch.Generator, optional
         Seeds the initial weights.
-
-    Attributes
-    ----------
-    backbone_autocast : mapping of str to torch.dtype
-        Device types on which the frozen backbone runs under :func:`torch.autocast`, with
-        its dtype, e.g. ``{"cuda": torch.float16}`` (set on an instance; not saved). Empty
-        by default: float16 and bfloat16 backbones move image scores by several percent of
-        their spread (docs/performance.md), and on a CPU they are slower.
     """
-
-    backbone_autocast: Mapping[str, torch.dtype] = MappingProxyType({})
 
     def __init__(
         self,
@@ -165,6 +157,7 @@ class SimpleNetModel(nn.Module):
         adaptor_init: str = "xavier",
         smoothing_sigma: float = 4.0,
         image_score: str | float = "max",
+        precision: str = "float32",
         generator: torch.Generator | None = None,
     ):
         super().__init__()
@@ -172,6 +165,7 @@ class SimpleNetModel(nn.Module):
         self.patch_size = patch_size
         self.max_feature_dim = max_feature_dim
         self.smoothing_sigma = smoothing_sigma
+        self.precision = precision
         self.top_fraction = None if image_score == "max" else float(image_score)
         self.scaler = FeatureScaler(feature_dim)
         self.adaptor = Adaptor(feature_dim, bias=adaptor_bias, init=adaptor_init, generator=generator)
@@ -342,11 +336,11 @@ class SimpleNetModel(nn.Module):
     def layer_maps(self, images: torch.Tensor) -> list[torch.Tensor]:
         """The frozen backbone's layer maps, float32, from images ``(n, 3, H, W)``.
 
-        On device types listed in :attr:`backbone_autocast` the backbone runs under
-        :func:`torch.autocast` with that dtype; everything after it stays in float32.
+        With a reduced :attr:`precision` the backbone runs under :func:`torch.autocast`
+        in that dtype; its maps are returned as float32.
         """
-        dtype = self.backbone_autocast.get(images.device.type) if self.backbone_autocast else None
-        if dtype is None:
+        dtype = backbone_dtype(getattr(self, "precision", "float32"), images.device)
+        if dtype == torch.float32:
             return self.extractor(images)
         with torch.autocast(images.device.type, dtype=dtype):
             maps = self.extractor(images)

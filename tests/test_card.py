@@ -2,12 +2,14 @@
 
 import numpy as np
 import pytest
+import torch
 import torchvision
 from sklearn.exceptions import NotFittedError
 
 from sksimplenet import SimpleNetDetector
 from sksimplenet.card import model_card
 from sksimplenet.datasets import make_synthetic
+from sksimplenet.precision import missing_feature
 
 SMALL = dict(resize=64, epochs=2, batch_size=4, hidden_dim=32, device="cpu", random_state=0)
 
@@ -38,6 +40,7 @@ def test_summary_of_a_named_backbone(images):
         "backbone",
         "layers",
         "weights",
+        "precision",
         "input size",
         "feature shape",
         "training images",
@@ -51,6 +54,7 @@ def test_summary_of_a_named_backbone(images):
     assert fields["backbone"] == "resnet18"
     assert fields["layers"] == "layer2, layer3"
     assert fields["weights"] == "None (random initialisation)"
+    assert fields["precision"] == "float32"
     assert fields["input size"] == "64 x 64 (resize=64, crop_size=None)"
     assert fields["feature shape"] == "8 x 8 x 384 (h x w x channels)"  # 128 + 256 channels at stride 8
     assert fields["training images"] == "5" and fields["held-out images"] == "1"
@@ -81,3 +85,9 @@ def test_summary_of_a_module_backbone(images):
 def test_summary_needs_a_fitted_detector():
     with pytest.raises(NotFittedError):
         SimpleNetDetector().summary()
+
+
+def test_summary_says_what_precision_auto_picks_here(images):
+    detector = SimpleNetDetector("resnet18", weights=None, precision="auto", **SMALL).fit(images[:3])
+    native = missing_feature(torch.bfloat16, torch.device("cpu")) is None
+    assert _fields(detector.summary())["precision"] == f"auto ({'bfloat16' if native else 'float32'} on cpu)"
