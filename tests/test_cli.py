@@ -772,3 +772,20 @@ def test_a_safe_model_file_is_recognised_by_its_content_not_its_name(
     renamed.write_bytes(model_path.read_bytes())
     image = str(mvtec_root / "widgets" / "test" / "blob" / "012.png")
     assert main(["--quiet", "predict", str(renamed), image]) == 0
+
+
+def test_the_documented_paper_config_is_paper_params_and_fit_accepts_it(tmp_path, capsys):
+    from pathlib import Path
+
+    from sksimplenet import PAPER_PARAMS
+    from sksimplenet.cli import read_config
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text(encoding="utf-8")
+    start = docs.index("as `paper.json`:\n\n```json\n") + len("as `paper.json`:\n\n```json\n")
+    config = tmp_path / "paper.json"
+    config.write_text(docs[start : docs.index("```", start)])
+    assert read_config(config) == PAPER_PARAMS
+
+    missing = tmp_path / "no_such_dataset"
+    assert main(["fit", str(missing), "--layout", "folder", "--config", str(config), "-o", "m"]) == 2
+    assert_one_line_error(capsys, str(missing), "does not exist")  # the parameters passed
