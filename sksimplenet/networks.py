@@ -59,6 +59,18 @@ class FeatureScaler(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return (features - self.mean) / self.scale
 
+    def affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``forward`` as ``features * diagonal + bias``, in float64.
+
+        Returns
+        -------
+        diagonal : Tensor, shape (feature_dim,)
+            The diagonal of the (diagonal) weight matrix.
+        bias : Tensor, shape (feature_dim,)
+        """
+        scale = self.scale.detach().double()
+        return 1.0 / scale, -self.mean.detach().double() / scale
+
 
 class Adaptor(nn.Module):
     """Feature adaptor: one fully-connected layer, no bias, same input and output width.
@@ -90,11 +102,27 @@ class Adaptor(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.linear(features)
 
+    def affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``forward`` as ``features @ weight.T + bias``, in float64.
+
+        Returns
+        -------
+        weight : Tensor, shape (feature_dim, feature_dim)
+        bias : Tensor, shape (feature_dim,); zeros without a bias
+        """
+        weight = self.linear.weight.detach().double()
+        bias = self.linear.bias
+        return weight, torch.zeros_like(weight[:, 0]) if bias is None else bias.detach().double()
+
 
 class Discriminator(nn.Module):
     """Linear → BatchNorm → LeakyReLU(0.2) → Linear: one normality score per patch.
 
     Input ``(n_patches, feature_dim)``; output ``(n_patches,)``, positive = normal.
+
+    In evaluation mode the first two layers are one affine map (:meth:`affine`) and the rest
+    is :meth:`tail`: ``forward(f) == tail(f @ weight.T + bias)``. The folded inference head
+    (:mod:`sksimplenet.folded`) uses the two, so that this class alone knows its layout.
     """
 
     def __init__(self, feature_dim: int, hidden_dim: int = 1024, generator: torch.Generator | None = None):
@@ -110,6 +138,27 @@ class Discriminator(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(features)).squeeze(-1)
+
+    def affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Linear and BatchNorm (with its running statistics) as one affine map, in float64.
+
+        Returns
+        -------
+        weight : Tensor, shape (hidden_dim, feature_dim)
+        bias : Tensor, shape (hidden_dim,)
+            The hidden pre-activations are ``features @ weight.T + bias``.
+        """
+        linear, norm = self.body[0], self.body[1]
+        gain = norm.weight.detach().double() / torch.sqrt(norm.running_var.detach().double() + norm.eps)
+        weight = gain[:, None] * linear.weight.detach().double()
+        bias = gain * (linear.bias.detach().double() - norm.running_mean.detach().double())
+        return weight, bias + norm.bias.detach().double()
+
+    def tail(self, hidden: torch.Tensor) -> torch.Tensor:
+        """LeakyReLU and the last Linear layer: normality scores ``(n_rows,)`` from hidden
+        pre-activations ``(n_rows, hidden_dim)``, which are overwritten (in place)."""
+        hidden = nn.functional.leaky_relu(hidden, self.body[2].negative_slope, inplace=True)
+        return torch.mv(hidden, self.head.weight[0].to(hidden.dtype)) + self.head.bias[0].to(hidden.dtype)
 
 
 def add_gaussian_noise(

@@ -7,10 +7,11 @@ import pickle
 import pytest
 import torch
 
-from sksimplenet import model as model_module
+from sksimplenet import folded as folded_module
 from sksimplenet.backbones import build_feature_extractor
 from sksimplenet.features import embed_patches, reduce_channels
-from sksimplenet.model import SimpleNetModel, channel_pooling_matrix
+from sksimplenet.folded import channel_pooling_matrix
+from sksimplenet.model import SimpleNetModel
 
 
 def make_model(backbone="resnet18", layers=None, feature_dim=1536, hidden_dim=48, seed=0, **kwargs):
@@ -100,7 +101,7 @@ def test_folded_head_matches_reference_path(config):
 def test_folded_head_in_chunks_of_one_image_matches_reference_path(config, monkeypatch):
     # On a CPU the folded head works through the batch a few images at a time, in a
     # reused buffer; a budget of one byte makes every image its own chunk.
-    monkeypatch.setattr(model_module, "_CPU_CHUNK_BYTES", 1)
+    monkeypatch.setattr(folded_module, "_CPU_CHUNK_BYTES", 1)
     model = make_model(**config)
     images = torch.rand(3, 3, 72, 88, generator=torch.Generator().manual_seed(5))
     folded, reference = both_paths(model, images)
@@ -126,7 +127,7 @@ def test_channel_pooling_matrix_is_reduce_channels():
         torch.testing.assert_close(torch.einsum("dc,nchw->ndhw", pooling, features), expected)
 
 
-def test_fold_follows_weight_changes():
+def test_fold_follows_weight_changes_at_the_next_eval():
     model = make_model()
     images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
@@ -134,6 +135,7 @@ def test_fold_follows_weight_changes():
     with torch.no_grad():  # an in-place change, as an optimiser step makes
         model.discriminator.body[0].weight.mul_(1.5)
         model.discriminator.body[1].running_mean.add_(0.3)
+    model.eval()  # the folded head is a snapshot: entering evaluation mode rebuilds it
     folded, reference = both_paths(model, images)
     assert_close(folded, reference)
     assert (folded[0] - before).abs().max() > 1e-2
@@ -172,13 +174,13 @@ def test_state_dict_and_pickles_carry_no_folded_weights():
     with torch.inference_mode():
         expected = model(images)
     assert list(model.state_dict()) == keys
-    assert model._fold is not None and model._operators
+    assert model.folded_head is not None and model.folded_head._operators
 
     blob = pickle.dumps(model)
     empty = make_model()
     assert abs(len(blob) - len(pickle.dumps(empty))) < 1024  # the cached matrices are not in it
     for restored in (pickle.loads(blob), copy.deepcopy(model)):
-        assert restored._fold is None and not restored._operators
+        assert restored.folded_head is not None and not restored.folded_head._operators  # rebuilt
         assert not any(module.training for module in restored.modules())
         with torch.inference_mode():
             assert_close(restored(images), expected, atol=0)
@@ -189,6 +191,35 @@ def test_state_dict_and_pickles_carry_no_folded_weights():
     fresh.load_state_dict(torch.load(buffer), strict=True)
     with torch.inference_mode():
         assert_close(fresh(images), expected, atol=0)
+
+
+def test_folded_head_is_built_on_entering_eval_mode_and_dropped_in_training():
+    model = make_model()
+    head = model.folded_head
+    assert head is not None
+    with torch.inference_mode():
+        model(torch.rand(1, 3, 64, 64))
+    assert model.folded_head is head  # scoring reuses it
+    model.train()
+    assert model.folded_head is None
+    model.eval()
+    assert model.folded_head is not None and model.folded_head is not head
+
+
+def test_folded_head_uses_each_modules_own_affine_part_and_tail():
+    model = make_model(adaptor_bias=True)
+    features = torch.randn(7, model.scaler.mean.shape[0], dtype=torch.float64)
+    with torch.no_grad():
+        scale, offset = model.scaler.affine()
+        torch.testing.assert_close(features * scale + offset, model.scaler.double()(features))
+        weight, bias = model.adaptor.affine()
+        adapted = model.adaptor.double()(features)
+        torch.testing.assert_close(features @ weight.T + bias, adapted)
+        weight, bias = model.discriminator.affine()
+        hidden = features @ weight.T + bias
+        torch.testing.assert_close(
+            model.discriminator.tail(hidden.clone()), model.discriminator.double()(features)
+        )
 
 
 def test_channels_last_backbones_give_the_same_features():
