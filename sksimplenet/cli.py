@@ -146,10 +146,39 @@ def _load_split(args) -> dict:
         return datasets.load_visa(root, args.category, args.split_csv)
     if layout == "mtd":
         return datasets.load_mtd(root, random_state=args.split_seed)
-    paths = _image_files(root)
-    if not paths:
-        raise CommandError(f"no image files in {root}")
-    return {"train_paths": paths}
+    return datasets.load_folder(root)
+
+
+def _split_settings(args) -> dict:
+    """What decides which images of ``args.dataset`` train and which test (saved in the model)."""
+    settings = {"layout": args.layout}
+    if args.layout in ("mvtec", "visa"):
+        settings["category"] = args.category
+    if args.layout == "visa":
+        settings["split_csv"] = args.split_csv
+    if args.layout == "mtd":
+        settings["split_seed"] = args.split_seed
+    return settings
+
+
+def _warn_if_trained_on(detector, args, test_paths: list[str]) -> None:
+    """Warn when the test images include images the detector was fitted on."""
+    from .provenance import files_seen_in_training
+
+    fitted_with = (getattr(detector, "provenance_", None) or {}).get("split")
+    current = _split_settings(args)
+    if fitted_with is not None and fitted_with != current:
+        _warn(
+            f"the model was fitted on a split with {fitted_with}, this evaluation uses {current}: "
+            "its test images may include training images"
+        )
+    seen = files_seen_in_training(detector, test_paths)
+    if seen:
+        shown = ", ".join(seen[:5]) + (f" and {len(seen) - 5} more" if len(seen) > 5 else "")
+        _warn(
+            f"{len(seen)} of the {len(test_paths)} test images were training images of this model "
+            f"(same file content): {shown}. The metrics overstate what it does on new images."
+        )
 
 
 def load_detector(path: str | os.PathLike, allow_pickle: bool = False):
@@ -479,8 +508,11 @@ def _fit(args) -> None:
     detector = _configured_detector(args)
     output = Path(args.output)
     split = _load_split(args)
+    if not split["train_paths"]:
+        raise CommandError(f"no training images in {args.dataset} (layout {args.layout})")
     _note(args, f"fitting on {len(split['train_paths'])} images from {args.dataset}")
     detector.fit(split["train_paths"])
+    detector.provenance_["split"] = _split_settings(args)
     detector.set_params(verbose=False)
     _save_detector(detector, output)
     params = {
@@ -502,18 +534,111 @@ def _fit(args) -> None:
 
 
 def _evaluate(args) -> None:
+    import numpy as np
+
+    from .metrics import masks_at_map_resolution, per_type_metrics, threshold_metrics, write_per_image_csv
+
     detector = load_detector(args.model, allow_pickle=args.allow_pickle)
     _use_device(args, detector)
     split = _load_split(args)
+    paths, labels = split.get("test_paths", []), np.asarray(split.get("test_labels", []))
+    if not paths:
+        raise CommandError(f"no test images in {args.dataset} (layout {args.layout})")
+    if len(np.unique(labels)) < 2:
+        raise CommandError("the test set needs normal and anomalous images for its metrics")
+    types = split.get("test_categories") or ["normal" if label == 1 else "anomalous" for label in labels]
+    _warn_if_trained_on(detector, args, paths)
     detector.set_params(verbose=not args.quiet)
-    _note(args, f"scoring {len(split['test_paths'])} test images")
-    metrics = evaluate_detector(detector, split["test_paths"], split["test_labels"], split["test_masks"])
+    _note(args, f"scoring {len(paths)} test images")
+    masks = split.get("test_masks")
+    needs_maps = args.report is not None or (masks is not None and any(m is not None for m in masks))
+    maps = None
+    if needs_maps:  # one pass through the network for maps and scores
+        maps, scores = detector.anomaly_map(paths, return_scores=True)
+        scores = np.asarray(scores, dtype=np.float64)
+    else:
+        scores = -np.asarray(detector.score_samples(paths), dtype=np.float64)
+    threshold = float(detector.threshold_)
+    pixel_masks = None
+    if maps is not None and masks is not None:
+        shapes = [m.shape for m in maps]
+        pixel_masks = masks_at_map_resolution(masks, labels, detector.resize, detector.crop_size, shapes)
+    metrics = _metrics_of(labels, scores, pixel_masks, maps)
+    at_threshold = threshold_metrics(labels, scores, threshold)
+    per_type = per_type_metrics(labels, scores, types, threshold)
+
     print(metrics_table(metrics), flush=True)
+    print(f"\nat the model's threshold {threshold:.6g} (anomalous = score above it)", flush=True)
+    print(_threshold_table(at_threshold), flush=True)
+    print("\nper defect type", flush=True)
+    print(_per_type_table(per_type), flush=True)
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(metrics, indent=2) + "\n")
+        document = {"metrics": metrics, "at_threshold": at_threshold, "per_type": per_type}
+        path.write_text(json.dumps(document, indent=2) + "\n")
         _note(args, f"metrics written to {path}")
+    if args.per_image:
+        path = Path(args.per_image)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_per_image_csv(path, paths, labels, scores, threshold, types)
+        _note(args, f"per-image results written to {path}")
+    if args.report:
+        from .report import write_report
+
+        report = write_report(
+            args.report,
+            images=paths,
+            labels=labels,
+            scores=scores,
+            threshold=threshold,
+            maps=maps,
+            masks=pixel_masks,
+            defect_types=types,
+            metrics=metrics,
+            resize=detector.resize,
+            crop_size=detector.crop_size,
+            title=f"{Path(args.model).name} on {args.dataset}",
+        )
+        _note(args, f"report written to {report}")
+
+
+def _metrics_of(labels, scores, pixel_masks, maps) -> dict[str, float]:
+    from .metrics import evaluate
+
+    if pixel_masks is None:
+        return evaluate(labels, scores)
+    return evaluate(labels, scores, pixel_masks, list(maps))
+
+
+def _threshold_table(at_threshold: dict) -> str:
+    rows = [
+        ("true negatives (normal, passed)", at_threshold["tn"]),
+        ("false positives (normal, flagged)", at_threshold["fp"]),
+        ("false negatives (anomalous, passed)", at_threshold["fn"]),
+        ("true positives (anomalous, flagged)", at_threshold["tp"]),
+        ("false-positive rate", f"{at_threshold['false_positive_rate']:.4f}"),
+        ("recall", f"{at_threshold['recall']:.4f}"),
+        ("precision", f"{at_threshold['precision']:.4f}"),
+        ("F1 (anomalous class)", f"{at_threshold['f1']:.4f}"),
+    ]
+    return "\n".join(["| at threshold | value |", "| --- | ---: |"] + [f"| {k} | {v} |" for k, v in rows])
+
+
+def _per_type_table(per_type: dict) -> str:
+    def cell(value):
+        return "—" if value is None else f"{value:.4f}"
+
+    lines = [
+        "| type | images | flagged | recall | false-positive rate | image AUROC |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, row in per_type.items():
+        lines.append(
+            f"| {name} | {row['n_images']} | {row['n_flagged']} | {cell(row['recall'])} | "
+            f"{cell(row['false_positive_rate'])} | {cell(row['image_auroc'])} |"
+        )
+    return "\n".join(lines)
 
 
 def _file_message(error: BaseException, path: str) -> str:
@@ -984,8 +1109,23 @@ def build_parser() -> argparse.ArgumentParser:
     _quiet_option(evaluate, argparse.SUPPRESS)
     evaluate.add_argument("model", metavar="MODEL")
     _allow_pickle_option(evaluate)
-    dataset_options(evaluate, ("mvtec", "mtd", "visa"))
-    evaluate.add_argument("--json", metavar="OUT.json", help="also write the metrics as JSON")
+    dataset_options(evaluate, LAYOUTS)
+    evaluate.add_argument(
+        "--json",
+        metavar="OUT.json",
+        help="also write the metrics (threshold-free, at threshold, per type) as JSON",
+    )
+    evaluate.add_argument(
+        "--per-image",
+        metavar="OUT.csv",
+        help="write one row per test image: path, defect_type, label, score, predicted, correct",
+    )
+    evaluate.add_argument(
+        "--report",
+        metavar="DIR",
+        help="write DIR/report.html (self-contained: tables, ROC and PRO curves, score histogram, "
+        "worst false positives and negatives) and DIR/per_image.csv",
+    )
     evaluate.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     evaluate.set_defaults(run=_evaluate)
 

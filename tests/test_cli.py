@@ -391,13 +391,93 @@ def test_evaluate_prints_a_table_and_writes_json(mvtec_root, model_path, tmp_pat
     )
 
     assert code == 0
-    metrics = json.loads(out.read_text())
+    document = json.loads(out.read_text())
+    assert set(document) == {"metrics", "at_threshold", "per_type"}
+    metrics = document["metrics"]
     assert set(metrics) == {"image_auroc", "image_f1_max", "pixel_auroc", "aupro", "pixel_f1_max"}
     assert all(0.0 <= value <= 1.0 for value in metrics.values())
     printed = capsys.readouterr().out
     assert printed.startswith("| metric | value |")
     assert metric(printed, "pixel AUROC") == round(metrics["pixel_auroc"], 4)
     assert decoded == {"images": 6}  # one pass over the 6 test images: maps and scores together
+
+
+@pytest.fixture(scope="module")
+def plain_folder(mvtec_root, tmp_path_factory):
+    """The widgets in the folder layout: training images in it, good/ and blob/ to test, masks."""
+    root = tmp_path_factory.mktemp("plain")
+    widgets = mvtec_root / "widgets"
+    for source in sorted((widgets / "train" / "good").glob("*.png")):
+        (root / source.name).write_bytes(source.read_bytes())
+    for kind in ("good", "blob"):
+        (root / kind).mkdir()
+        for source in sorted((widgets / "test" / kind).glob("*.png")):
+            (root / kind / source.name).write_bytes(source.read_bytes())
+    (root / "ground_truth").mkdir()
+    (root / "ground_truth" / "blob").mkdir()
+    for source in sorted((widgets / "ground_truth" / "blob").glob("*.png")):
+        (root / "ground_truth" / "blob" / source.name).write_bytes(source.read_bytes())
+    return root
+
+
+def test_evaluate_a_folder_at_the_threshold_per_type_per_image_and_as_a_report(
+    plain_folder, tmp_path, capsys
+):
+    model = tmp_path / "plain.safetensors"
+    assert main(["--quiet", "fit", str(plain_folder), "--layout", "folder", *TINY, "-o", str(model)]) == 0
+    detector = load(model)
+    assert detector.n_train_images_ + detector.n_held_out_images_ == 8  # the images directly in the folder
+    assert detector.provenance_["split"] == {"layout": "folder"}
+    capsys.readouterr()
+    per_image, report, out = tmp_path / "per_image.csv", tmp_path / "report", tmp_path / "metrics.json"
+    arguments = [str(model), str(plain_folder), "--layout", "folder", "--device", "cpu"]
+    options = ["--per-image", str(per_image), "--report", str(report), "--json", str(out)]
+    assert main(["--quiet", "evaluate", *arguments, *options]) == 0
+    captured = capsys.readouterr()
+    assert "training images" not in captured.err  # no overlap with the training files
+
+    rows = read_csv(per_image)
+    paths = [row["path"] for row in rows]
+    assert [row["defect_type"] for row in rows] == ["good"] * 3 + ["blob"] * 3
+    scores = -detector.score_samples(paths)
+    np.testing.assert_allclose([float(row["score"]) for row in rows], scores, rtol=1e-5)
+    predicted = detector.predict(paths)
+    assert [int(row["predicted"]) for row in rows] == predicted.tolist()
+    document = json.loads(out.read_text())
+    labels = np.array([1, 1, 1, -1, -1, -1])
+    at_threshold = document["at_threshold"]
+    assert at_threshold["fp"] == int(np.sum((predicted == -1) & (labels == 1)))
+    assert at_threshold["tp"] == int(np.sum((predicted == -1) & (labels == -1)))
+    assert metric(captured.out, "false positives (normal, flagged)") == at_threshold["fp"]
+    assert set(document["per_type"]) == {"good", "blob"}
+    assert document["per_type"]["blob"]["n_images"] == 3
+    assert "pixel_auroc" in document["metrics"]  # the masks under ground_truth/ were found
+    html = (report / "report.html").read_text()
+    assert (
+        html.lstrip().lower().startswith("<!doctype html")
+        and "http://" not in html
+        and "https://" not in html
+    )
+
+
+def test_evaluate_warns_naming_test_images_the_model_was_trained_on(
+    mvtec_root, model_path, plain_folder, tmp_path, capsys
+):
+    leaky = tmp_path / "leaky"
+    leaky.mkdir()
+    (leaky / "good").mkdir()
+    (leaky / "blob").mkdir()
+    train = sorted((mvtec_root / "widgets" / "train" / "good").glob("*.png"))
+    (leaky / "good" / "copy_of_train.png").write_bytes(train[0].read_bytes())  # renamed, same content
+    for source in sorted((plain_folder / "blob").glob("*.png")):
+        (leaky / "blob" / source.name).write_bytes(source.read_bytes())
+    code = main(["--quiet", "evaluate", str(model_path), str(leaky), "--layout", "folder", "--device", "cpu"])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "1 of the 4 test images were training images of this model" in err
+    assert str(leaky / "good" / "copy_of_train.png") in err
+    # fitted on layout mvtec, category widgets: another split
+    assert "the model was fitted on a split with {'category': 'widgets', 'layout': 'mvtec'}" in err
 
 
 # ----------------------------------------------------------------------------- predict
