@@ -33,7 +33,7 @@ from sksimplenet import PAPER_PARAMS, SimpleNetDetector
 from sksimplenet.backbones import build_feature_extractor
 from sksimplenet.datasets import make_synthetic
 from sksimplenet.image_io import ImageDataset
-from sksimplenet.model import SimpleNetModel
+from sksimplenet.model import make_model
 from sksimplenet.networks import add_gaussian_noise, truncated_l1_loss
 
 # Every image trained on, no weight averaging: the same work as the naive loop.
@@ -54,10 +54,10 @@ def naive_fit(images, epochs: int, backbone: str, patch_fraction: float = 1.0, s
     defaults = SimpleNetDetector()
     generator = torch.Generator().manual_seed(seed)
     extractor = build_feature_extractor(backbone, None, WEIGHTS[backbone])
-    probe = SimpleNetModel(extractor, 1, max_feature_dim=defaults.feature_dim)
+    probe = make_model(extractor, 1, defaults.get_params())
     with torch.inference_mode():
         width = probe.patch_features(torch.zeros(1, 3, 224, 224)).shape[1]
-    model = SimpleNetModel(extractor, width, max_feature_dim=defaults.feature_dim, generator=generator)
+    model = make_model(extractor, width, defaults.get_params(), generator)
     optimizer = torch.optim.Adam(
         [
             {"params": model.adaptor.parameters(), "lr": defaults.adaptor_lr},

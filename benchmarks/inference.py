@@ -74,12 +74,12 @@ def fitted_detector(backbone: str, weights, images: np.ndarray) -> SimpleNetDete
 
 def unfolded_scoring(model, batch: torch.Tensor):
     """The reference path, step by step, as scoring ran before the head was folded."""
-    features = embed_patches(model.extractor(batch), model.patch_size, model.max_feature_dim)
+    features = embed_patches(model.extractor(batch), model.patch_size, model.feature_dim)
     n, channels, h, w = features.shape
     flat = features.permute(0, 2, 3, 1).reshape(-1, channels)
     patch_scores = -model.discriminator(model.adaptor(model.scaler(flat))).reshape(n, h, w)
     maps = score_maps(patch_scores, batch.shape[-2:], model.smoothing_sigma)
-    return maps, image_scores(maps, getattr(model, "top_fraction", None))
+    return maps, image_scores(maps, model.image_score)
 
 
 def measure(backbone: str, weights, images: np.ndarray, repeats: int) -> tuple[list[tuple], str]:
@@ -170,13 +170,12 @@ def pipeline(repeats: int, n_files: int) -> None:
 
             def score():
                 detector.set_params(n_jobs=n_jobs)
-                loader = TimedLoader(SimpleNetDetector._loader(detector, paths, torch.device("cpu")))
-                detector._loader = lambda *args: loader  # observe the waits for data
+                timed = TimedLoader.recording()  # observe the estimator's waits for data
                 try:
                     detector.anomaly_map(paths, return_scores=True)
                 finally:
-                    del detector._loader
-                waits[name].append(loader.waits)
+                    torch.utils.data.DataLoader = timed.original
+                waits[name].append(timed.waits)
 
             return score
 
@@ -212,6 +211,21 @@ class TimedLoader:
     def __init__(self, loader):
         self.loader = loader
         self.waits: list[float] = []
+
+    @classmethod
+    def recording(cls):
+        """Make ``torch.utils.data.DataLoader`` record the waits of the next loader built (the
+        estimator's), until ``torch.utils.data.DataLoader = recorder.original`` restores it."""
+        original = torch.utils.data.DataLoader
+        recorder = cls(None)
+        recorder.original = original
+
+        def build(*args, **kwargs):
+            recorder.loader = original(*args, **kwargs)
+            return recorder
+
+        torch.utils.data.DataLoader = build
+        return recorder
 
     def __iter__(self):
         iterator = iter(self.loader)

@@ -84,7 +84,7 @@ def child(name: str, n_images: int, threads: int | None) -> None:
     from sksimplenet.backbones import build_feature_extractor
     from sksimplenet.cache import FeatureCache
     from sksimplenet.datasets import make_synthetic
-    from sksimplenet.model import SimpleNetModel
+    from sksimplenet.model import make_model
 
     if threads is not None:
         torch.set_num_threads(threads)
@@ -104,7 +104,7 @@ def child(name: str, n_images: int, threads: int | None) -> None:
             shape = (n_images, *detector.feature_shape_)
         else:
             extractor = build_feature_extractor(config["backbone"], None, config["weights"])
-            model = SimpleNetModel(extractor, 1)
+            model = make_model(extractor, 1, SimpleNetDetector().get_params())
             batch_images = torch.from_numpy(images).permute(0, 3, 1, 2)
             chunks, store = [], FeatureCache(n_images, torch.float16, torch.device("cpu"))
             with torch.inference_mode():

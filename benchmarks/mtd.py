@@ -28,6 +28,7 @@ from common import MTD_ROOT, knn_baseline, mtd_split, parse_settings, plain_layo
 
 import sksimplenet.detector
 from sksimplenet import SimpleNetDetector
+from sksimplenet.image_io import ImageDataset
 from sksimplenet.metrics import image_auroc, masks_at_map_resolution, pixel_auroc
 
 # MTD's tiles are long and thin, so a centre crop of the shorter side would cut defects
@@ -54,7 +55,9 @@ def _fit_backbones_in_nchw() -> None:
 def _features(detector: SimpleNetDetector, paths) -> torch.Tensor:
     chunks = [
         detector.model_.patch_features(batch).permute(0, 2, 3, 1).half()
-        for batch in detector._batches(list(paths), torch.device("cpu"), "features")
+        for batch in torch.utils.data.DataLoader(
+            ImageDataset(list(paths), detector.resize, detector.crop_size), 16
+        )
     ]
     return torch.cat(chunks)
 

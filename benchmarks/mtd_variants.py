@@ -49,7 +49,7 @@ def make_parts(train, scaling=None, identity=False, adaptor_bias=False):
         scaler.fit(train.reshape(-1, width))
     init = "identity" if identity else "xavier"
     adaptor = Adaptor(width, bias=adaptor_bias, init=init, generator=generator)
-    discriminator = Discriminator(width, generator=generator)
+    discriminator = Discriminator(width, 1024, generator=generator)
     return scaler, adaptor, discriminator
 
 
@@ -110,7 +110,7 @@ def main(argv=None) -> None:
         rows.append(
             {
                 "variant": name,
-                "image_auroc": image_auroc(labels, image_scores(maps).numpy()),
+                "image_auroc": image_auroc(labels, image_scores(maps, "max").numpy()),
                 "image_auroc_raw_patch_max": image_auroc(labels, patch_max.numpy()),
                 "image_auroc_top1pct_mean": image_auroc(
                     labels, maps.flatten(1).topk(top, 1).values.mean(1).numpy()

@@ -34,7 +34,7 @@ from .image_io import (
     raise_failures,
     size_pair,
 )
-from .model import SimpleNetModel
+from .model import SimpleNetModel, make_model
 from .precision import PRECISIONS
 from .provenance import training_files
 from .training import held_out_split, train_discriminator
@@ -535,22 +535,6 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         return input_sizes.pop()
 
     # ------------------------------------------------------------------ fit
-    def _make_model(self, extractor, feature_dim: int, generator=None) -> SimpleNetModel:
-        """A fresh :class:`SimpleNetModel` with this detector's settings (fit and loading use it)."""
-        return SimpleNetModel(
-            extractor,
-            feature_dim,
-            patch_size=self.patch_size,
-            max_feature_dim=self.feature_dim,
-            hidden_dim=self.hidden_dim,
-            adaptor_bias=self.adaptor_bias,
-            adaptor_init=self.adaptor_init,
-            smoothing_sigma=self.smoothing_sigma,
-            image_score=self.image_score,
-            precision=self.precision,
-            generator=generator,
-        )
-
     @_all_or_nothing
     def fit(self, X, y=None):
         """Train on normal images.
@@ -596,7 +580,7 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
             torch.manual_seed(seed)
             extractor = build_feature_extractor(self.backbone, self.layers, self.weights)
         extractor = extractor.to(device)
-        probe = self._make_model(extractor, 1)
+        probe = make_model(extractor, 1, self.get_params(deep=False))
         ordered = [images[position] for position in order]
         with FeatureCache(n_images, _CACHE_DTYPES[self.cache_dtype], device, self.cache_dir) as cache:
             input_size = self._extract_features(probe, ordered, device, cache, order)
@@ -639,7 +623,8 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
 
     def _train(self, extractor, features: torch.Tensor, validation: torch.Tensor | None, seed: int, device):
         """The network trained on cached ``features`` and its :class:`TrainingHistory`."""
-        model = self._make_model(extractor, features.shape[-1], torch.Generator().manual_seed(seed))
+        generator = torch.Generator().manual_seed(seed)
+        model = make_model(extractor, features.shape[-1], self.get_params(deep=False), generator)
         if self.feature_scaling == "standardize":
             model.scaler.fit(features.reshape(-1, features.shape[-1]))
         model.to(device)

@@ -115,14 +115,15 @@ class FoldedHead:
         In evaluation mode; their weights are read once, here.
     patch_size : int
         Neighbourhood of :func:`~sksimplenet.features.aggregate_neighbourhood`.
-    max_feature_dim : int or None
-        Channel pooling bound of :func:`~sksimplenet.features.reduce_channels`.
+    feature_dim : int or None
+        Upper bound on the patch-feature width (channel pooling of
+        :func:`~sksimplenet.features.reduce_channels`).
     smoothing_sigma : float
         Gaussian smoothing of the maps, in pixels.
 
     Attributes
     ----------
-    weight : Tensor, shape (hidden_dim, feature_dim)
+    weight : Tensor, shape (hidden_dim, n_features)
     bias : Tensor, shape (hidden_dim,)
         ``scaler → adaptor → Linear → BatchNorm`` is ``features @ weight.T + bias``; in the
         adaptor's dtype and on its device.
@@ -135,7 +136,7 @@ class FoldedHead:
         discriminator: Discriminator,
         *,
         patch_size: int,
-        max_feature_dim: int | None,
+        feature_dim: int | None,
         smoothing_sigma: float,
     ):
         with torch.no_grad():
@@ -150,13 +151,13 @@ class FoldedHead:
         self.bias = bias.to(reference.dtype).contiguous()
         self.tail: Callable[[torch.Tensor], torch.Tensor] = discriminator.tail
         self.patch_size = patch_size
-        self.max_feature_dim = max_feature_dim
+        self.feature_dim = feature_dim
         self.smoothing_sigma = smoothing_sigma
         self._level_weights: dict[tuple[int, ...], list[torch.Tensor]] = {}
         self._operators: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def scores_from_features(self, features: torch.Tensor) -> torch.Tensor:
-        """Patch anomaly scores ``(n_images, h, w)`` from patch features ``(n_images, h, w, feature_dim)``."""
+        """Patch anomaly scores ``(n_images, h, w)`` from patch features ``(n_images, h, w, n_features)``."""
         n, h, w, c = features.shape
         rows = features.reshape(n * h * w, c).to(self.weight.dtype)
         return -self.tail(torch.addmm(self.bias, rows, self.weight.T)).view(n, h, w)
@@ -167,7 +168,7 @@ class FoldedHead:
         if parts is not None:
             return parts
         total = sum(channels)
-        bound = total if self.max_feature_dim is None else self.max_feature_dim
+        bound = total if self.feature_dim is None else self.feature_dim
         pooling = channel_pooling_matrix(total, bound, device=self.weight.device)
         if pooling.shape[0] != self.weight.shape[1]:
             raise ValueError(

@@ -15,6 +15,8 @@ and not pickled. Weights changed in place afterwards are seen after the next ``e
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
@@ -24,6 +26,41 @@ from .folded import FoldedHead
 from .networks import Adaptor, Discriminator, FeatureScaler
 from .precision import backbone_dtype
 from .scoring import apply_map_operators, image_scores, score_maps
+
+#: The estimator parameters a :class:`SimpleNetModel` is built from (:func:`make_model`).
+MODEL_PARAMS = (
+    "patch_size",
+    "feature_dim",
+    "hidden_dim",
+    "adaptor_bias",
+    "adaptor_init",
+    "smoothing_sigma",
+    "image_score",
+    "precision",
+)
+
+
+def make_model(
+    extractor: FeatureExtractor,
+    n_features: int,
+    params: Mapping[str, object],
+    generator: torch.Generator | None = None,
+) -> SimpleNetModel:
+    """A fresh :class:`SimpleNetModel` with an estimator's settings (fit and loading use it).
+
+    Parameters
+    ----------
+    extractor : FeatureExtractor
+    n_features : int
+        Width of the patch features.
+    params : mapping
+        ``SimpleNetDetector.get_params()``, or any mapping with the keys of :data:`MODEL_PARAMS`.
+    generator : torch.Generator, optional
+        Seeds the adaptor's and the discriminator's initial weights.
+    """
+    return SimpleNetModel(
+        extractor, n_features, **{name: params[name] for name in MODEL_PARAMS}, generator=generator
+    )
 
 
 def _refold_after_loading(model: SimpleNetModel, incompatible_keys) -> None:
@@ -36,10 +73,12 @@ class SimpleNetModel(nn.Module):
     Parameters
     ----------
     extractor : FeatureExtractor
-    feature_dim : int
-        Width of the patch features after :func:`~sksimplenet.features.embed_patches`.
-    patch_size, max_feature_dim : int
-        Passed to :func:`~sksimplenet.features.embed_patches`.
+    n_features : int
+        Width of the patch features :func:`~sksimplenet.features.embed_patches` gives.
+    patch_size : int
+    feature_dim : int or None
+        Passed to :func:`~sksimplenet.features.embed_patches`: the neighbourhood size and
+        the upper bound on the patch-feature width.
     hidden_dim : int
         Width of the discriminator's hidden layer.
     adaptor_bias : bool
@@ -61,28 +100,28 @@ class SimpleNetModel(nn.Module):
     def __init__(
         self,
         extractor: FeatureExtractor,
-        feature_dim: int,
+        n_features: int,
         *,
-        patch_size: int = 3,
-        max_feature_dim: int | None = 1536,
-        hidden_dim: int = 1024,
-        adaptor_bias: bool = False,
-        adaptor_init: str = "xavier",
-        smoothing_sigma: float = 4.0,
-        image_score: str | float = "max",
-        precision: str = "float32",
+        patch_size: int,
+        feature_dim: int | None,
+        hidden_dim: int,
+        adaptor_bias: bool,
+        adaptor_init: str,
+        smoothing_sigma: float,
+        image_score: str | float,
+        precision: str,
         generator: torch.Generator | None = None,
     ):
         super().__init__()
         self.extractor = extractor
         self.patch_size = patch_size
-        self.max_feature_dim = max_feature_dim
+        self.feature_dim = feature_dim
         self.smoothing_sigma = smoothing_sigma
         self.precision = precision
-        self.top_fraction = None if image_score == "max" else float(image_score)
-        self.scaler = FeatureScaler(feature_dim)
-        self.adaptor = Adaptor(feature_dim, bias=adaptor_bias, init=adaptor_init, generator=generator)
-        self.discriminator = Discriminator(feature_dim, hidden_dim, generator=generator)
+        self.image_score = image_score
+        self.scaler = FeatureScaler(n_features)
+        self.adaptor = Adaptor(n_features, bias=adaptor_bias, init=adaptor_init, generator=generator)
+        self.discriminator = Discriminator(n_features, hidden_dim, generator=generator)
         self.folded_head: FoldedHead | None = None
         self.register_load_state_dict_post_hook(_refold_after_loading)
 
@@ -98,7 +137,7 @@ class SimpleNetModel(nn.Module):
                 self.adaptor,
                 self.discriminator,
                 patch_size=self.patch_size,
-                max_feature_dim=self.max_feature_dim,
+                feature_dim=self.feature_dim,
                 smoothing_sigma=self.smoothing_sigma,
             )
             if evaluating
@@ -121,6 +160,12 @@ class SimpleNetModel(nn.Module):
         return state
 
     def __setstate__(self, state):
+        # Pickles written before the names followed the estimator's parameters.
+        if "max_feature_dim" in state:
+            state["feature_dim"] = state.pop("max_feature_dim")
+        if "top_fraction" in state:
+            fraction = state.pop("top_fraction")
+            state["image_score"] = "max" if fraction is None else fraction
         super().__setstate__(state)
         self.folded_head = None
         self._refold()
@@ -148,7 +193,7 @@ class SimpleNetModel(nn.Module):
 
     def patch_features(self, images: torch.Tensor) -> torch.Tensor:
         """Frozen patch features, shape ``(n_images, feature_dim, h, w)``, from ``(n, 3, H, W)``."""
-        return embed_patches(self.layer_maps(images), self.patch_size, self.max_feature_dim)
+        return embed_patches(self.layer_maps(images), self.patch_size, self.feature_dim)
 
     def patch_scores(self, features: torch.Tensor) -> torch.Tensor:
         """Patch anomaly scores ``-D(adaptor(scaler(f)))``.
@@ -186,7 +231,7 @@ class SimpleNetModel(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Anomaly maps ``(n_images, *size)`` and image scores ``(n_images,)`` from patch scores."""
         maps = self.score_patches(patch_scores, size)
-        return maps, image_scores(maps, self.top_fraction)
+        return maps, image_scores(maps, self.image_score)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Anomaly maps ``(n_images, H, W)`` and image scores ``(n_images,)``; higher = worse.

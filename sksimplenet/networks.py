@@ -1,6 +1,6 @@
 """SimpleNet's trainable parts: feature adaptor, anomalous feature generator, discriminator, loss.
 
-All modules work on flat batches of patch features, shape ``(n_patches, feature_dim)``.
+All modules work on flat batches of patch features, shape ``(n_patches, n_features)``.
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ class FeatureScaler(nn.Module):
     With ``mean = 0`` and ``scale = 1`` it is the identity (the paper's setting).
     """
 
-    def __init__(self, feature_dim: int):
+    def __init__(self, n_features: int):
         super().__init__()
-        self.register_buffer("mean", torch.zeros(feature_dim))
-        self.register_buffer("scale", torch.ones(feature_dim))
+        self.register_buffer("mean", torch.zeros(n_features))
+        self.register_buffer("scale", torch.ones(n_features))
 
     def fit(self, features: torch.Tensor, eps: float = 1e-6) -> FeatureScaler:
-        """Set the statistics from training features of shape ``(n_patches, feature_dim)``.
+        """Set the statistics from training features of shape ``(n_patches, n_features)``.
 
         Two passes over row blocks with float64 sums: the features (any dtype, any device,
         possibly memory-mapped) are never copied whole. Channels whose spread is at most
@@ -64,9 +64,9 @@ class FeatureScaler(nn.Module):
 
         Returns
         -------
-        diagonal : Tensor, shape (feature_dim,)
+        diagonal : Tensor, shape (n_features,)
             The diagonal of the (diagonal) weight matrix.
-        bias : Tensor, shape (feature_dim,)
+        bias : Tensor, shape (n_features,)
         """
         scale = self.scale.detach().double()
         return 1.0 / scale, -self.mean.detach().double() / scale
@@ -79,19 +79,13 @@ class Adaptor(nn.Module):
     weights as the official code does.
     """
 
-    def __init__(
-        self,
-        feature_dim: int,
-        bias: bool = False,
-        init: str = "identity",
-        generator: torch.Generator | None = None,
-    ):
+    def __init__(self, n_features: int, *, bias: bool, init: str, generator: torch.Generator | None = None):
         super().__init__()
-        self.linear = nn.Linear(feature_dim, feature_dim, bias=bias)
+        self.linear = nn.Linear(n_features, n_features, bias=bias)
         if init == "identity":
             # Training starts from the features themselves, so the noise scale applies to them.
             with torch.no_grad():
-                self.linear.weight.copy_(torch.eye(feature_dim))
+                self.linear.weight.copy_(torch.eye(n_features))
                 if bias:
                     self.linear.bias.zero_()
         elif init == "xavier":
@@ -107,8 +101,8 @@ class Adaptor(nn.Module):
 
         Returns
         -------
-        weight : Tensor, shape (feature_dim, feature_dim)
-        bias : Tensor, shape (feature_dim,); zeros without a bias
+        weight : Tensor, shape (n_features, n_features)
+        bias : Tensor, shape (n_features,); zeros without a bias
         """
         weight = self.linear.weight.detach().double()
         bias = self.linear.bias
@@ -118,17 +112,17 @@ class Adaptor(nn.Module):
 class Discriminator(nn.Module):
     """Linear → BatchNorm → LeakyReLU(0.2) → Linear: one normality score per patch.
 
-    Input ``(n_patches, feature_dim)``; output ``(n_patches,)``, positive = normal.
+    Input ``(n_patches, n_features)``; output ``(n_patches,)``, positive = normal.
 
     In evaluation mode the first two layers are one affine map (:meth:`affine`) and the rest
     is :meth:`tail`: ``forward(f) == tail(f @ weight.T + bias)``. The folded inference head
     (:mod:`sksimplenet.folded`) uses the two, so that this class alone knows its layout.
     """
 
-    def __init__(self, feature_dim: int, hidden_dim: int = 1024, generator: torch.Generator | None = None):
+    def __init__(self, n_features: int, hidden_dim: int, *, generator: torch.Generator | None = None):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Linear(feature_dim, hidden_dim),
+            nn.Linear(n_features, hidden_dim),
             nn.BatchNorm1d(hidden_dim),
             nn.LeakyReLU(0.2),
         )
@@ -144,7 +138,7 @@ class Discriminator(nn.Module):
 
         Returns
         -------
-        weight : Tensor, shape (hidden_dim, feature_dim)
+        weight : Tensor, shape (hidden_dim, n_features)
         bias : Tensor, shape (hidden_dim,)
             The hidden pre-activations are ``features @ weight.T + bias``.
         """
@@ -168,7 +162,7 @@ def add_gaussian_noise(
 
     Parameters
     ----------
-    features : Tensor, shape (n_patches, feature_dim)
+    features : Tensor, shape (n_patches, n_features)
     sigma : float or sequence of float
         Noise standard deviation. A sequence draws one of its values for each patch
         (noise at several scales, as the official code's ``mix_noise``).

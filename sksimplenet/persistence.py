@@ -60,6 +60,7 @@ from torch import nn
 from ._constraints import Number, Rule, is_integer
 from .backbones import build_feature_extractor
 from .detector import SimpleNetDetector
+from .model import make_model
 
 FORMAT = "sksimplenet.SimpleNetDetector"
 FORMAT_VERSION = 1
@@ -546,7 +547,7 @@ def _model_from_tensors(detector: SimpleNetDetector, feature_dim: int, tensors: 
             extractor = build_feature_extractor(detector.backbone, detector.layers, weights=None)
         except (ValueError, TypeError, RuntimeError, KeyError) as error:
             raise _Invalid(f"cannot rebuild the backbone: {error}") from error
-        model = detector._make_model(extractor, feature_dim)
+        model = make_model(extractor, feature_dim, detector.get_params(deep=False))
     # Files written before the backbone's batch norms were folded hold them separately.
     try:
         tensors = extractor.fold_batch_norm_entries(tensors, prefix="extractor.")

@@ -49,9 +49,7 @@ def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(maps.unsqueeze(1), size=tuple(size), mode="bilinear", align_corners=False).squeeze(1)
 
 
-def score_maps(
-    patch_scores: torch.Tensor, size: tuple[int, int], smoothing_sigma: float = 4.0
-) -> torch.Tensor:
+def score_maps(patch_scores: torch.Tensor, size: tuple[int, int], smoothing_sigma: float) -> torch.Tensor:
     """Anomaly maps: patch anomaly scores upsampled to ``size`` and Gaussian-smoothed.
 
     Parameters
@@ -70,32 +68,32 @@ def score_maps(
     return gaussian_blur(upsample(patch_scores, size), smoothing_sigma)
 
 
-def image_scores(maps: torch.Tensor, top_fraction: float | None = None) -> torch.Tensor:
+def image_scores(maps: torch.Tensor, image_score: str | float) -> torch.Tensor:
     """Image anomaly scores from anomaly maps.
 
     Parameters
     ----------
     maps : Tensor, shape (n_images, height, width)
-    top_fraction : float in (0, 1] or None
-        None: the maximum of each map (the paper). A float: the mean of the highest
-        ``top_fraction`` of each map's pixels (at least one pixel).
+    image_score : "max" or float in (0, 1]
+        ``"max"``: the maximum of each map (the paper). A float: the mean of the highest
+        ``image_score`` share of each map's pixels (at least one pixel).
 
     Returns
     -------
     Tensor, shape (n_images,)
     """
     flat = maps.flatten(1)
-    if top_fraction is None:
+    if image_score == "max":
         return flat.amax(dim=1)
     # int(): under tracing (ONNX export) shapes are tensors; the map size is fixed anyway.
-    k = max(1, int(top_fraction * int(flat.shape[1]) + 0.5))
+    k = max(1, int(float(image_score) * int(flat.shape[1]) + 0.5))
     return flat.topk(k, dim=1).values.mean(dim=1)
 
 
 def map_operators(
     shape: tuple[int, int],
     size: tuple[int, int],
-    smoothing_sigma: float = 4.0,
+    smoothing_sigma: float,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:

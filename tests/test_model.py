@@ -21,13 +21,21 @@ def make_model(backbone="resnet18", layers=None, feature_dim=1536, hidden_dim=48
     extractor = build_feature_extractor(backbone, layers, weights)
     with torch.no_grad():
         width = embed_patches(extractor(torch.rand(1, 3, 64, 64)), 3, feature_dim).shape[1]
+    settings = dict(
+        patch_size=3,
+        adaptor_bias=False,
+        adaptor_init="xavier",
+        smoothing_sigma=4.0,
+        image_score="max",
+        precision="float32",
+    )
     model = SimpleNetModel(
         extractor,
         width,
-        max_feature_dim=feature_dim,
+        feature_dim=feature_dim,
         hidden_dim=hidden_dim,
         generator=torch.Generator().manual_seed(seed),
-        **kwargs,
+        **{**settings, **kwargs},
     )
     randomise(model, seed)
     return model.eval()

@@ -22,7 +22,7 @@ def test_loss_is_zero_once_both_margins_are_met():
 
 
 def test_adaptor_is_one_square_linear_layer_without_bias():
-    adaptor = Adaptor(12)
+    adaptor = Adaptor(12, bias=False, init="xavier")
     params = dict(adaptor.named_parameters())
     assert list(params) == ["linear.weight"]
     assert params["linear.weight"].shape == (12, 12)

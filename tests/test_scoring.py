@@ -47,7 +47,7 @@ def test_image_score_is_maximum_of_the_smoothed_map():
     patch_scores = torch.zeros(2, 8, 8)
     patch_scores[1, 3, 4] = 5.0
     maps = score_maps(patch_scores, (64, 64), smoothing_sigma=4.0)
-    scores = image_scores(maps)
+    scores = image_scores(maps, "max")
     assert scores[0] == 0.0
     assert scores[1] == maps[1].max()
     assert 0 < scores[1] < 5.0  # smoothing spreads the peak

@@ -7,7 +7,8 @@ from sksimplenet.training import held_out_split, train_discriminator, validation
 
 def _parts(dim=8, seed=0):
     generator = torch.Generator().manual_seed(seed)
-    return FeatureScaler(dim), Adaptor(dim, generator=generator), Discriminator(dim, 16, generator=generator)
+    adaptor = Adaptor(dim, bias=False, init="identity", generator=generator)
+    return FeatureScaler(dim), adaptor, Discriminator(dim, 16, generator=generator)
 
 
 def _features(seed=0):
