@@ -28,10 +28,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import dataset_split, extract, knn_baseline, masks_at, parse_settings
+from common import dataset_split, extract, knn_baseline, parse_settings
 
 from sksimplenet import SimpleNetDetector
-from sksimplenet.metrics import image_auroc, pixel_auroc
+from sksimplenet.metrics import image_auroc, masks_at_map_resolution, pixel_auroc
 
 
 def run(dataset: str, seed: int, params: dict, reference: bool) -> dict:
@@ -42,7 +42,9 @@ def run(dataset: str, seed: int, params: dict, reference: bool) -> dict:
     detector.fit(split["train_paths"])
     fit_seconds = time.perf_counter() - start
     maps, scores = detector.anomaly_map(split["test_paths"], return_scores=True)
-    masks = masks_at(split["test_masks"], detector.resize, detector.crop_size)
+    masks = masks_at_map_resolution(
+        split["test_masks"], labels, detector.resize, detector.crop_size, [m.shape for m in maps]
+    )
     flagged = scores > detector.threshold_  # what predict answers -1 for
     normal = labels == 1
     row = {
