@@ -6,6 +6,17 @@ squeeze-and-excitation). This module rebuilds that network with torchvision-styl
 names (``features.0`` stem, ``features.1`` … ``features.7`` stages, ``features.8`` head), so
 that layers are chosen the same way as for torchvision's EfficientNets. Inputs are
 expected normalised with mean 0.5 and std 0.5 per channel.
+
+Why this module rather than a library: torchvision has no EfficientNet-Lite, and
+``efficientnet_lite_pytorch`` (the architecture package that goes with the weights, which
+builds the network offline with ``EfficientNet.from_name``) is about 1,300 lines, an
+unmaintained extra dependency, names its modules ``_conv_stem`` and ``_blocks.N`` (a flat
+list of blocks, so layers could not be chosen as for torchvision's EfficientNets), and copies
+the input of every convolution larger than 1×1 into a padded tensor to reproduce
+TensorFlow's "SAME" padding. This module reads the same checkpoint into the same
+architecture in under 200 lines, lets symmetric padding happen inside the convolutions (the
+same outputs; faster, docs/performance.md), and pads explicitly only where "SAME" padding is
+asymmetric (stride-2 convolutions).
 """
 
 from __future__ import annotations

@@ -134,11 +134,9 @@ def fold_batch_norms(body: torch.fx.GraphModule) -> tuple[torch.fx.GraphModule, 
     """Fold every BatchNorm2d that directly follows a Conv2d into that convolution.
 
     In evaluation mode BatchNorm is a per-channel affine map, so convolution then BatchNorm
-    is one convolution with rescaled weights and a bias: the same outputs up to rounding
-    (about 2e-6 of the largest value), with one pass over the activations less: on a 2-core
-    CPU efficientnet_lite0's backbone ran 1.16-1.37 times faster, wide_resnet50_2's
-    1.01-1.05 times (docs/performance.md). A pair is folded only when nothing else reads
-    the convolution's output.
+    is one convolution with rescaled weights and a bias: the same outputs up to rounding,
+    with one pass over the activations less (docs/performance.md measures both). A pair is
+    folded only when nothing else reads the convolution's output.
 
     Parameters
     ----------

@@ -287,7 +287,7 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         Arithmetic of the frozen backbone, in fit's feature extraction and in scoring;
         the rest stays float32. ``"auto"``: bfloat16 on a CPU with native bfloat16
         (AVX512-BF16 or AMX), float16 on CUDA, float32 otherwise. A reduced type the device
-        lacks natively is emulated (20-30 times slower) and warns once. It may be changed
+        lacks natively is emulated (many times slower) and warns once. It may be changed
         on a fitted detector to score in another precision. See :mod:`sksimplenet.precision`
         and docs/performance.md for its speed and its effect on AUROC.
     cache_dir : str, path or None, default=None

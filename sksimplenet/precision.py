@@ -6,7 +6,7 @@ hardware computes in that type natively:
 
 - CPU: bfloat16 needs AVX512-BF16 or AMX-BF16 (x86) or the BF16 extension (Arm);
   float16 needs AVX512-FP16 or AMX-FP16. Without them PyTorch emulates the type, and
-  the backbone runs 20-30 times slower (docs/performance.md).
+  the backbone runs many times slower (docs/performance.md measures how much).
 - CUDA: float16 everywhere; bfloat16 from compute capability 8.0 (Ampere).
 
 ``"auto"`` picks bfloat16 on a CPU with native bfloat16, float16 on CUDA, float32
@@ -99,8 +99,8 @@ def backbone_dtype(precision: str, device: torch.device) -> torch.dtype:
         _warned.add((precision, device.type))
         warnings.warn(
             f"precision={precision!r} on a {device.type.upper()} without {missing}: PyTorch emulates "
-            f"{precision} there, and the backbone runs about 20-30 times slower than in float32 "
-            "(docs/performance.md). Use precision='auto' or 'float32' on this machine.",
+            f"{precision} there, and the backbone runs many times slower than in float32 (measured "
+            "in docs/performance.md). Use precision='auto' or 'float32' on this machine.",
             UserWarning,
             stacklevel=3,
         )
