@@ -73,6 +73,9 @@ _CHUNK_WITH_MAPS = 16
 _CHUNK_SCORES_ONLY = 256
 # Errors of one image file (unreadable, truncated, too large, a bad mode), as image_io raises them.
 _FILE_ERRORS = (ValueError, OSError)
+# sksimplenet.precision.PRECISIONS, repeated so that --help imports no PyTorch (a test checks).
+PRECISIONS = ("float32", "bfloat16", "float16", "auto")
+PRECISION_HELP = "backbone arithmetic; auto: bfloat16 on a CPU with native bfloat16, float16 on CUDA"
 
 
 class CommandError(Exception):
@@ -240,9 +243,11 @@ def _save_detector(detector, path: Path) -> None:
 
 
 def _use_device(args, detector) -> None:
-    """Score on the device asked for on the command line, if any."""
+    """Score on the device, and in the backbone precision, asked for on the command line, if any."""
     if getattr(args, "device", None):
         detector.set_params(device=args.device)
+    if getattr(args, "precision", None):
+        detector.set_params(precision=args.precision)
 
 
 # ----------------------------------------------------------------------------- parameters
@@ -1032,40 +1037,31 @@ def _parameter_options(fit: argparse.ArgumentParser) -> None:
     option("--crop-size", "crop_size", type=_size, metavar="N|H,W|none", help="centre crop, or none")
     option("--seed", "random_state", type=int, metavar="N", help="random_state")
     option("--device", "device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N")
+    option("--precision", "precision", choices=PRECISIONS, help=PRECISION_HELP)
     option("--n-jobs", "n_jobs", type=int, metavar="N", help="processes decoding image files (-1: all cores)")
     option("--cache-dir", "cache_dir", metavar="DIR", help="keep the training feature cache in a file there")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``sksimplenet`` argument parser (``fit``, ``evaluate``, ``predict``, ``export``, ``demo``).
-
-    Building it imports neither PyTorch nor the estimator.
-    """
-    parser = _Parser(
-        prog="sksimplenet",
-        description="SimpleNet image anomaly detection: fit, evaluate, predict, export, demo.",
+def _dataset_options(command: argparse.ArgumentParser, layouts) -> None:
+    """DATASET, --layout and the options that say how it splits into training and test images."""
+    command.add_argument("dataset", metavar="DATASET", help="data set folder")
+    command.add_argument("--layout", required=True, choices=layouts, help="how DATASET is organised")
+    command.add_argument("--category", help="category (mvtec) or object (visa)")
+    command.add_argument(
+        "--split-csv",
+        default="split_csv/1cls.csv",
+        help="visa: split file relative to DATASET (default: %(default)s)",
     )
-    parser.add_argument("--version", action="version", version=f"sksimplenet {__version__}")
-    _quiet_option(parser, False)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    sub.required = True
+    command.add_argument(
+        "--split-seed",
+        type=int,
+        default=0,
+        help="mtd: seed of the train/test split, the same for fit and evaluate (default: %(default)s)",
+    )
 
-    def dataset_options(command, layouts):
-        command.add_argument("dataset", metavar="DATASET", help="data set folder")
-        command.add_argument("--layout", required=True, choices=layouts, help="how DATASET is organised")
-        command.add_argument("--category", help="category (mvtec) or object (visa)")
-        command.add_argument(
-            "--split-csv",
-            default="split_csv/1cls.csv",
-            help="visa: split file relative to DATASET (default: %(default)s)",
-        )
-        command.add_argument(
-            "--split-seed",
-            type=int,
-            default=0,
-            help="mtd: seed of the train/test split, the same for fit and evaluate (default: %(default)s)",
-        )
 
+def _add_fit(sub) -> None:
+    """``sksimplenet fit``: a data set, the model file, and every estimator parameter."""
     fit = sub.add_parser(
         "fit",
         help="train a detector on normal images and save it",
@@ -1079,7 +1075,7 @@ def build_parser() -> argparse.ArgumentParser:
         "weights on first use; efficientnet_lite0 runs offline.",
     )
     _quiet_option(fit, argparse.SUPPRESS)
-    dataset_options(fit, LAYOUTS)
+    _dataset_options(fit, LAYOUTS)
     fit.add_argument(
         "-o",
         "--output",
@@ -1105,11 +1101,14 @@ def build_parser() -> argparse.ArgumentParser:
     _parameter_options(fit)
     fit.set_defaults(run=_fit)
 
+
+def _add_evaluate(sub) -> None:
+    """``sksimplenet evaluate``: a model, a labelled data set, and what to write."""
     evaluate = sub.add_parser("evaluate", help="metrics of a saved detector on a labelled test set")
     _quiet_option(evaluate, argparse.SUPPRESS)
     evaluate.add_argument("model", metavar="MODEL")
     _allow_pickle_option(evaluate)
-    dataset_options(evaluate, LAYOUTS)
+    _dataset_options(evaluate, LAYOUTS)
     evaluate.add_argument(
         "--json",
         metavar="OUT.json",
@@ -1127,8 +1126,12 @@ def build_parser() -> argparse.ArgumentParser:
         "worst false positives and negatives) and DIR/per_image.csv",
     )
     evaluate.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    evaluate.add_argument("--precision", choices=PRECISIONS, help=f"{PRECISION_HELP} (default: the model's)")
     evaluate.set_defaults(run=_evaluate)
 
+
+def _add_predict(sub) -> None:
+    """``sksimplenet predict``: a model, images or folders, and the outputs."""
     predict = sub.add_parser(
         "predict",
         help="score images: CSV or JSON of path, score, label, status; overlays, masks, maps",
@@ -1162,8 +1165,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--fail-fast", action="store_true", help="stop at the first image that cannot be read (exit status 2)"
     )
     predict.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    predict.add_argument("--precision", choices=PRECISIONS, help=f"{PRECISION_HELP} (default: the model's)")
     predict.set_defaults(run=_predict)
 
+
+def _add_export(sub) -> None:
+    """``sksimplenet export``: a model and the ONNX file."""
     export = sub.add_parser(
         "export",
         help="write a saved detector's inference graph to an ONNX file",
@@ -1180,6 +1187,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.set_defaults(run=_export)
 
+
+def _add_demo(sub) -> None:
+    """``sksimplenet demo``: where to write, and the few settings it takes."""
     demo = sub.add_parser("demo", help="end to end on generated images, offline, in a minute or two on a CPU")
     _quiet_option(demo, argparse.SUPPRESS)
     demo.add_argument(
@@ -1194,6 +1204,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--device", help="default: cpu")
     demo.set_defaults(run=_demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``sksimplenet`` argument parser (``fit``, ``evaluate``, ``predict``, ``export``, ``demo``).
+
+    Building it imports neither PyTorch nor the estimator.
+    """
+    parser = _Parser(
+        prog="sksimplenet",
+        description="SimpleNet image anomaly detection: fit, evaluate, predict, export, demo.",
+    )
+    parser.add_argument("--version", action="version", version=f"sksimplenet {__version__}")
+    _quiet_option(parser, False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for add_command in (_add_fit, _add_evaluate, _add_predict, _add_export, _add_demo):
+        add_command(sub)
     return parser
 
 

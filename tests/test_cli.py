@@ -877,3 +877,21 @@ def test_the_documented_paper_config_is_paper_params_and_fit_accepts_it(tmp_path
     missing = tmp_path / "no_such_dataset"
     assert main(["fit", str(missing), "--layout", "folder", "--config", str(config), "-o", "m"]) == 2
     assert_one_line_error(capsys, str(missing), "does not exist")  # the parameters passed
+
+
+def test_precision_is_a_fit_option_and_a_scoring_override(mvtec_root, model_path, tmp_path, capsys):
+    from sksimplenet import cli, precision
+
+    assert cli.PRECISIONS == precision.PRECISIONS
+    model = tmp_path / "bf16.safetensors"
+    assert main(["--quiet", *fit_args(mvtec_root, model, *TINIER, "--precision", "bfloat16")]) == 0
+    assert load(model).precision == "bfloat16"
+    images = [str(path) for path in sorted((mvtec_root / "widgets" / "test" / "blob").glob("*.png"))]
+    capsys.readouterr()
+    assert (
+        main(["--quiet", "predict", str(model_path), *images, "--precision", "bfloat16", "--device", "cpu"])
+        == 0
+    )
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    expected = -load(model_path).set_params(precision="bfloat16").score_samples(images)
+    np.testing.assert_allclose([float(row["score"]) for row in rows], expected, rtol=1e-5)
