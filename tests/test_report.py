@@ -118,21 +118,19 @@ def labelled(tmp_path_factory):
     return paths, labels, list(masks), maps
 
 
+def report_of(labelled, directory, **options):
+    """The report of the labelled example, with maps and masks, two worst cases of each kind."""
+    paths, labels, masks, maps = labelled
+    settings = dict(maps=maps, masks=masks, defect_types=TYPES, n_worst=2)
+    return write_report(
+        directory, images=paths, labels=labels, scores=SCORES, threshold=THRESHOLD, **{**settings, **options}
+    )
+
+
 def test_report_is_valid_html_referencing_only_what_it_wrote(labelled, tmp_path):
     paths, labels, masks, maps = labelled
     out = tmp_path / "report"
-    written = write_report(
-        out,
-        images=paths,
-        labels=labels,
-        scores=SCORES,
-        threshold=THRESHOLD,
-        maps=maps,
-        masks=masks,
-        defect_types=TYPES,
-        n_worst=2,
-        title="stripes & co",
-    )
+    written = report_of(labelled, out, title="stripes & co")
     assert written == out / REPORT_FILE
     page = _parse(written)
     _check_references(page, out)
@@ -144,17 +142,7 @@ def test_report_is_valid_html_referencing_only_what_it_wrote(labelled, tmp_path)
 
 def test_report_metrics_equal_the_computed_ones(labelled, tmp_path):
     paths, labels, masks, maps = labelled
-    write_report(
-        tmp_path,
-        images=paths,
-        labels=labels,
-        scores=SCORES,
-        threshold=THRESHOLD,
-        maps=maps,
-        masks=masks,
-        defect_types=TYPES,
-        n_worst=2,
-    )
+    report_of(labelled, tmp_path)
     page = _parse(tmp_path / REPORT_FILE)
     assert _table(page, "threshold_free") == pytest.approx(evaluate(labels, SCORES, masks, maps))
     assert set(_table(page, "threshold_free")) == {
