@@ -166,6 +166,7 @@ class SimpleNetModel(nn.Module):
         if "top_fraction" in state:
             fraction = state.pop("top_fraction")
             state["image_score"] = "max" if fraction is None else fraction
+        state.setdefault("precision", "float32")
         super().__setstate__(state)
         self.folded_head = None
         self._refold()
@@ -184,7 +185,7 @@ class SimpleNetModel(nn.Module):
         With a reduced :attr:`precision` the backbone runs under :func:`torch.autocast`
         in that dtype; its maps are returned as float32.
         """
-        dtype = backbone_dtype(getattr(self, "precision", "float32"), images.device)
+        dtype = backbone_dtype(self.precision, images.device)
         if dtype == torch.float32:
             return self.extractor(images)
         with torch.autocast(images.device.type, dtype=dtype):
