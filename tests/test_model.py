@@ -242,3 +242,19 @@ def test_channels_last_backbones_give_the_same_features():
         for fast, slow in zip(named(images), plain(images)):
             assert fast.is_contiguous(memory_format=torch.channels_last)
             torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-4)
+
+
+def test_models_pickled_under_the_old_attribute_names_unpickle():
+    model = make_model(image_score=0.01)
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(6))
+    with torch.inference_mode():
+        expected = model(images)
+    state = model.__getstate__()
+    state["max_feature_dim"] = state.pop("feature_dim")
+    state["top_fraction"] = state.pop("image_score")
+    del state["precision"]
+    old = SimpleNetModel.__new__(SimpleNetModel)
+    old.__setstate__(state)
+    assert (old.feature_dim, old.image_score, old.precision) == (1536, 0.01, "float32")
+    with torch.inference_mode():
+        assert_close(old(images), expected, atol=0)
