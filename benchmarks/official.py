@@ -52,6 +52,7 @@ import torchvision
 from timing import add_common_arguments, configure_threads, interleaved, machine, table
 
 from sksimplenet import SimpleNetDetector
+from sksimplenet.precision import backbone_dtype
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -149,6 +150,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224, help="image height and width")
     parser.add_argument("--rounds", type=int, default=5, help="timed calls per side")
     parser.add_argument(
+        "--precisions",
+        default="float32,auto",
+        help="this package's backbone precisions to time, comma-separated (default: %(default)s)",
+    )
+    parser.add_argument(
         "--weights",
         default=None,
         help="torchvision weights name or local state-dict file (default: random weights, no download)",
@@ -198,14 +204,19 @@ def main() -> None:
         with torch.no_grad():
             return official._predict(normalised)
 
-    def run_ours():
-        return detector.anomaly_map(images, return_scores=True)
+    def ours_in(precision):
+        def run():
+            return detector.set_params(precision=precision).anomaly_map(images, return_scores=True)
 
+        return run
+
+    precisions = [name.strip() for name in args.precisions.split(",") if name.strip()]
     scores, maps, _ = run_official()
-    our_maps, our_scores = run_ours()
+    our_maps, our_scores = ours_in("float32")()
     shapes = (np.shape(np.stack(maps)), np.shape(scores), our_maps.shape, our_scores.shape)
 
-    seconds = interleaved({"official": run_official, "sksimplenet": run_ours}, rounds, warmup=1)
+    calls = {"official": run_official, **{f"sksimplenet, {p}": ours_in(p) for p in precisions}}
+    seconds = interleaved(calls, rounds, warmup=1)
     speed = {name: args.batch / value for name, value in seconds.items()}
     print(f"CPU: {cpu_model()}")
     print(f"machine: {machine()}")
@@ -215,16 +226,15 @@ def main() -> None:
     )
     print(f"layer features, max |official - ours| / max |official|: {difference:.1e}")
     print(f"maps and scores, official: {shapes[0]} {shapes[1]}; sksimplenet: {shapes[2]} {shapes[3]}")
-    rows = [
-        ("official SimpleNet._predict", f"{seconds['official']:.3f}", f"{speed['official']:.2f}"),
-        (
-            "sksimplenet anomaly_map(return_scores=True)",
-            f"{seconds['sksimplenet']:.3f}",
-            f"{speed['sksimplenet']:.2f}",
-        ),
-    ]
-    print(table(rows, ("inference path", "median s/batch", "images/s")))
-    print(f"ratio sksimplenet / official (images/s): {speed['sksimplenet'] / speed['official']:.2f}")
+    print(f'precision="auto" here: {backbone_dtype("auto", torch.device("cpu"))}')
+    rows = [("official SimpleNet._predict", f"{seconds['official']:.3f}", f"{speed['official']:.2f}", "1.00")]
+    for name in calls:
+        if name != "official":
+            ratio = speed[name] / speed["official"]
+            rows.append(
+                (f"{name}: anomaly_map", f"{seconds[name]:.3f}", f"{speed[name]:.2f}", f"{ratio:.2f}")
+            )
+    print(table(rows, ("inference path", "median s/batch", "images/s", "x official")))
 
 
 if __name__ == "__main__":

@@ -37,10 +37,12 @@ REDUCED = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 FLAGS = ("avx512_bf16", "amx_bf16", "avx512_fp16", "amx_fp16")
 
 
-def precisions_to_measure(emulated: bool) -> list[str]:
+def precisions_to_measure(emulated: bool, names: list[str]) -> list[str]:
     cpu = torch.device("cpu")
     chosen = ["float32"]
     for name, dtype in REDUCED.items():
+        if name not in names:
+            continue
         missing = missing_feature(dtype, cpu)
         if missing is None or emulated:
             chosen.append(name)
@@ -112,7 +114,10 @@ def main() -> None:
     parser.add_argument("--backbones", nargs="+", default=["efficientnet_lite0", "wide_resnet50_2"])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--emulated", action="store_true", help="also time precisions this CPU emulates")
+    parser.add_argument("--emulated", action="store_true", help="also run precisions this CPU emulates")
+    parser.add_argument(
+        "--precisions", nargs="+", default=list(REDUCED), help="reduced precisions to compare with float32"
+    )
     parser.add_argument("--skip-quality", action="store_true", help="speed only")
     parser.add_argument("--skip-speed", action="store_true", help="quality only")
     args = parser.parse_args()
@@ -121,7 +126,7 @@ def main() -> None:
     flags = ", ".join(f"{flag}={'yes' if capabilities.get(flag) else 'no'}" for flag in FLAGS)
     print(f"CPU: {capabilities.get('cpu_name', '?')}, {torch.get_num_threads()} threads; {flags}")
     print(f'precision="auto" here: {backbone_dtype("auto", torch.device("cpu"))}')
-    precisions = precisions_to_measure(args.emulated)
+    precisions = precisions_to_measure(args.emulated, args.precisions)
     if not args.skip_speed:
         speed(args.backbones, precisions, args.batch, args.rounds)
     if not args.skip_quality:
