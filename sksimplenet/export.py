@@ -16,7 +16,8 @@ Graph signature
   default, its maximum with ``image_score="max"`` (the paper's). It is
   ``-score_samples`` up to float rounding.
 
-``N`` is dynamic; ``H`` and ``W`` are fixed. ``score > outlier_threshold`` (a metadata
+The graph computes in float32 whatever the detector's ``precision``; ``N`` is dynamic;
+``H`` and ``W`` are fixed. ``score > outlier_threshold`` (a metadata
 entry, ``-offset_``) is what :meth:`~sksimplenet.SimpleNetDetector.predict` calls an
 outlier. See ``docs/deployment.md`` for running the file without this package.
 """
@@ -145,7 +146,9 @@ def export_onnx(detector, path: str | os.PathLike, opset: int = 17) -> Path:
     onnx = _import_onnx()
     path = Path(path)
 
-    model = _ExportGraph(copy.deepcopy(detector.model_).cpu().float(), detector.input_size_).eval()
+    network = copy.deepcopy(detector.model_).cpu().float()
+    network.precision = "float32"  # a graph in plain float32: runtimes pick their own precision
+    model = _ExportGraph(network, detector.input_size_).eval()
     example = torch.zeros(2, 3, *detector.input_size_)
     batch_axis = {0: "batch"}
     with warnings.catch_warnings(), torch.no_grad():

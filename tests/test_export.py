@@ -155,3 +155,21 @@ def test_prepare_images_sizes(exported):
             prepare_images(detector, images)
         with pytest.raises(ValueError, match=r"\(64, 96\).*exported graph takes \(64, 64\)"):
             prepare_images(detector, images[1:])
+
+
+def test_a_detector_scoring_in_bfloat16_exports_a_float32_graph(exported, data, tmp_path):
+    detector, _, _ = exported
+    _, images = data
+    detector.set_params(precision="bfloat16")
+    try:
+        path = detector.export_onnx(tmp_path / "bf16.onnx")
+        assert detector.precision == "bfloat16"  # the detector itself is unchanged
+    finally:
+        detector.set_params(precision="float32")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    inputs = prepare_images(detector, images[:2])
+    _, scores = session.run(["anomaly_map", "score"], {"images": inputs})
+    with torch.no_grad():
+        detector.model_.precision = "float32"
+        _, reference = detector.model_(torch.from_numpy(inputs))
+    np.testing.assert_allclose(scores, reference.numpy(), rtol=0, atol=1e-4)
