@@ -160,10 +160,10 @@ def test_prepare_images_sizes(exported):
 def test_a_detector_scoring_in_bfloat16_exports_a_float32_graph(exported, data, tmp_path):
     detector, _, _ = exported
     _, images = data
-    detector.set_params(precision="bfloat16")
+    detector.set_params(precision="bfloat16").score_samples(images[:1])  # its model now runs in bfloat16
     try:
         path = detector.export_onnx(tmp_path / "bf16.onnx")
-        assert detector.precision == "bfloat16"  # the detector itself is unchanged
+        assert detector.model_.precision == "bfloat16"  # the detector itself is unchanged
     finally:
         detector.set_params(precision="float32")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
