@@ -1,4 +1,4 @@
-"""Constraint objects for ``SimpleNetDetector._parameter_constraints``.
+"""Constraint objects for :data:`sksimplenet.detector.PARAMETER_CONSTRAINTS`.
 
 scikit-learn checks an estimator's constraints table with
 ``sklearn.utils._param_validation.validate_parameter_constraints``, which names the

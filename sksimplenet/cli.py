@@ -372,7 +372,7 @@ def _configured_detector(args):
 
     Every value is checked by the estimator's own validation before any data is read.
     """
-    from .detector import SimpleNetDetector
+    from .detector import SimpleNetDetector, validate_params
 
     params = {}
     if args.config:
@@ -386,7 +386,7 @@ def _configured_detector(args):
     _check_names(extra, "--set")
     params.update(extra)
     detector = SimpleNetDetector(verbose=not args.quiet, **params)
-    detector._validate_params()  # InvalidParameterError (a ValueError) naming the parameter
+    validate_params(detector.get_params(deep=False))  # InvalidParameterError naming the parameter
     return detector
 
 
@@ -405,14 +405,14 @@ def parameters_table() -> str:
     """A markdown table of the estimator's parameters: name, default, valid values."""
     from sklearn.utils._param_validation import make_constraint
 
-    from .detector import SimpleNetDetector
+    from .detector import PARAMETER_CONSTRAINTS, SimpleNetDetector
 
     defaults = SimpleNetDetector().get_params()
     lines = ["| parameter | default | valid values |", "| --- | --- | --- |"]
     for name in SimpleNetDetector._get_param_names():
         if name in _CLI_PARAMS:
             continue
-        constraints = SimpleNetDetector._parameter_constraints[name]
+        constraints = PARAMETER_CONSTRAINTS[name]
         valid = ", ".join(str(make_constraint(constraint)) for constraint in constraints)
         lines.append(f"| {name} | {json.dumps(_jsonable(defaults[name]))} | {valid} |")
     return "\n".join(lines)

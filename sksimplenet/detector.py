@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Integral, Real, StrOptions
+from sklearn.utils._param_validation import Integral, Real, StrOptions, validate_parameter_constraints
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from torch.nn import functional as F
@@ -188,6 +188,75 @@ def _resolve_device(device: str | torch.device, fitting: bool) -> torch.device:
         warnings.warn(f"device={str(device)!r} is not available here; scoring on the CPU", stacklevel=3)
         return torch.device("cpu")
     return device
+
+
+#: Every parameter's valid values, in scikit-learn's constraint conventions: checked by ``fit``
+#: (:func:`validate_params`) and by :func:`sksimplenet.load` before a stored model is rebuilt.
+PARAMETER_CONSTRAINTS: dict = {
+    "backbone": [str, nn.Module],
+    "layers": [None, Rule(_is_layer_names, "a non-empty tuple of module names (str)")],
+    "weights": [str, os.PathLike, enum.Enum, None],
+    "patch_size": [Rule(lambda v: is_integer(v) and v % 2 == 1, "an odd int >= 1")],
+    "feature_dim": [Number(Integral, 1, None, closed="left"), None],
+    "feature_scaling": [StrOptions({"standardize"}), None],
+    "sigma": [
+        Number(Real, 0, None, closed="neither"),
+        Rule(_is_sigma_tuple, "a non-empty tuple of floats > 0"),
+    ],
+    "hidden_dim": [Number(Integral, 1, None, closed="left")],
+    "margin": [Number(Real, 0, None, closed="neither")],
+    "epochs": [Number(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+    "batch_size": [Number(Integral, 1, None, closed="left")],
+    "patch_fraction": [Number(Real, 0, 1, closed="right")],
+    "weight_averaging": [Number(Real, 0, 1, closed="neither"), None],
+    "validation_fraction": [Number(Real, 0, 0.5, closed="both")],
+    "adaptor_lr": [Number(Real, 0, None, closed="neither")],
+    "discriminator_lr": [Number(Real, 0, None, closed="neither")],
+    "weight_decay": [Number(Real, 0, None, closed="left")],
+    "adaptor_bias": ["boolean"],
+    "adaptor_init": [StrOptions({"xavier", "identity"})],
+    "resize": [SIZE],
+    "crop_size": [SIZE, None],
+    # Larger smoothing only blurs the map into a constant, at a cost that grows with it.
+    "smoothing_sigma": [Number(Real, 0, 100, closed="both")],
+    "image_score": [StrOptions({"max"}), Number(Real, 0, 1, closed="right")],
+    "contamination": [StrOptions({"auto"}), Number(Real, 0, 0.5, closed="right")],
+    "cache_dtype": [StrOptions(set(_CACHE_DTYPES))],
+    "precision": [StrOptions(set(PRECISIONS))],
+    "cache_dir": [None, str, os.PathLike],
+    "device": [Rule(_is_device, "'auto', 'cpu', 'cuda', 'cuda:N', 'mps' or a torch.device of those")],
+    "n_jobs": [
+        None,
+        Number(Integral, None, -1, closed="right"),
+        Number(Integral, 1, None, closed="left"),
+    ],
+    "random_state": ["random_state"],
+    "verbose": ["verbose"],
+}
+
+
+def validate_params(params: dict) -> None:
+    """Check estimator parameters: each against :data:`PARAMETER_CONSTRAINTS`, then the rules
+    that tie two together.
+
+    Raises
+    ------
+    sklearn.utils._param_validation.InvalidParameterError
+        A value outside its parameter's constraints (a ``ValueError`` and a ``TypeError``);
+        the message names the parameter, its valid values and the value.
+    ValueError
+        ``crop_size`` larger than the resized image.
+    """
+    validate_parameter_constraints(PARAMETER_CONSTRAINTS, params, caller_name="SimpleNetDetector")
+    crop_size, resize = params.get("crop_size"), params.get("resize")
+    if crop_size is not None and resize is not None:
+        crop = size_pair(crop_size)
+        bound = size_pair(resize)  # an int or 1-sequence: the shorter side, along either axis
+        if crop[0] > bound[0] or crop[1] > bound[1]:
+            raise ValueError(
+                f"crop_size={crop_size!r} is larger than the resized image (resize={resize!r}): the "
+                "crop would be padded with black. Use a crop_size no larger than resize, or None."
+            )
 
 
 class SimpleNetDetector(OutlierMixin, BaseEstimator):
@@ -423,62 +492,10 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         return tags
 
     # ------------------------------------------------------------------ validation
-    # Every parameter's valid values, checked by fit (scikit-learn's ``_validate_params``)
-    # and by :func:`sksimplenet.load` before a stored model is rebuilt.
-    _parameter_constraints: dict = {
-        "backbone": [str, nn.Module],
-        "layers": [None, Rule(_is_layer_names, "a non-empty tuple of module names (str)")],
-        "weights": [str, os.PathLike, enum.Enum, None],
-        "patch_size": [Rule(lambda v: is_integer(v) and v % 2 == 1, "an odd int >= 1")],
-        "feature_dim": [Number(Integral, 1, None, closed="left"), None],
-        "feature_scaling": [StrOptions({"standardize"}), None],
-        "sigma": [
-            Number(Real, 0, None, closed="neither"),
-            Rule(_is_sigma_tuple, "a non-empty tuple of floats > 0"),
-        ],
-        "hidden_dim": [Number(Integral, 1, None, closed="left")],
-        "margin": [Number(Real, 0, None, closed="neither")],
-        "epochs": [Number(Integral, 1, None, closed="left"), StrOptions({"auto"})],
-        "batch_size": [Number(Integral, 1, None, closed="left")],
-        "patch_fraction": [Number(Real, 0, 1, closed="right")],
-        "weight_averaging": [Number(Real, 0, 1, closed="neither"), None],
-        "validation_fraction": [Number(Real, 0, 0.5, closed="both")],
-        "adaptor_lr": [Number(Real, 0, None, closed="neither")],
-        "discriminator_lr": [Number(Real, 0, None, closed="neither")],
-        "weight_decay": [Number(Real, 0, None, closed="left")],
-        "adaptor_bias": ["boolean"],
-        "adaptor_init": [StrOptions({"xavier", "identity"})],
-        "resize": [SIZE],
-        "crop_size": [SIZE, None],
-        # Larger smoothing only blurs the map into a constant, at a cost that grows with it.
-        "smoothing_sigma": [Number(Real, 0, 100, closed="both")],
-        "image_score": [StrOptions({"max"}), Number(Real, 0, 1, closed="right")],
-        "contamination": [StrOptions({"auto"}), Number(Real, 0, 0.5, closed="right")],
-        "cache_dtype": [StrOptions(set(_CACHE_DTYPES))],
-        "precision": [StrOptions(set(PRECISIONS))],
-        "cache_dir": [None, str, os.PathLike],
-        "device": [Rule(_is_device, "'auto', 'cpu', 'cuda', 'cuda:N', 'mps' or a torch.device of those")],
-        "n_jobs": [
-            None,
-            Number(Integral, None, -1, closed="right"),
-            Number(Integral, 1, None, closed="left"),
-        ],
-        "random_state": ["random_state"],
-        "verbose": ["verbose"],
-    }
+    _parameter_constraints: dict = PARAMETER_CONSTRAINTS  # scikit-learn's _validate_params reads it
 
     def _validate_params(self) -> None:
-        """Check every parameter against the table, then the rules that tie two together."""
-        super()._validate_params()
-        if self.crop_size is not None:
-            crop = size_pair(self.crop_size)
-            bound = size_pair(self.resize)  # an int or 1-sequence: the shorter side, along either axis
-            if crop[0] > bound[0] or crop[1] > bound[1]:
-                raise ValueError(
-                    f"crop_size={self.crop_size!r} is larger than the resized image "
-                    f"(resize={self.resize!r}): the crop would be padded with black. Use a crop_size "
-                    "no larger than resize, or None."
-                )
+        validate_params(self.get_params(deep=False))
 
     def _check_environment(self) -> None:
         """What depends on this machine rather than on the values: checked by fit only."""

@@ -59,7 +59,7 @@ from torch import nn
 
 from ._constraints import Number, Rule, is_integer
 from .backbones import build_feature_extractor
-from .detector import SimpleNetDetector
+from .detector import PARAMETER_CONSTRAINTS, SimpleNetDetector, validate_params
 from .model import make_model
 
 FORMAT = "sksimplenet.SimpleNetDetector"
@@ -468,7 +468,7 @@ def _check_document(header: dict, document: str, tensors: dict, digest: str | No
             f"{str(path)!r} has fitted attributes {unknown[:5]} that this sksimplenet "
             f"({_package_version()}) does not know: it was written by sksimplenet {header['package_version']}"
         )
-    unknown = sorted(set(header["params"]) - set(SimpleNetDetector._parameter_constraints))
+    unknown = sorted(set(header["params"]) - set(PARAMETER_CONSTRAINTS))
     if unknown:
         raise ModelFileError(
             f"{str(path)!r} has parameters {unknown[:5]} that this sksimplenet ({_package_version()}) "
@@ -519,7 +519,7 @@ def _detector_from_params(stored: dict, backbone: nn.Module | None, path: Path) 
     params["backbone"] = _backbone_param(stored.get("backbone", "wide_resnet50_2"), backbone, path)
     detector = SimpleNetDetector(**params)
     try:
-        detector._validate_params()
+        validate_params(detector.get_params(deep=False))
     except ValueError as error:
         raise _Invalid(str(error)) from None
     return detector

@@ -15,7 +15,7 @@ from .conftest import FAST
 IMAGES = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
 
 
-# Each parameter's valid values are declared once, in SimpleNetDetector._parameter_constraints;
+# Each parameter's valid values are declared once, in sksimplenet.detector.PARAMETER_CONSTRAINTS;
 # fit refuses anything else with scikit-learn's message, which names the parameter.
 INVALID_VALUES = {
     "sigma": [0, -0.1, float("inf"), (0.1, True), (), "big"],
