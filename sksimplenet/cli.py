@@ -1042,6 +1042,12 @@ def _parameter_options(fit: argparse.ArgumentParser) -> None:
     option("--cache-dir", "cache_dir", metavar="DIR", help="keep the training feature cache in a file there")
 
 
+def _scoring_options(command: argparse.ArgumentParser) -> None:
+    """Where, and in which backbone precision, a saved model scores (default: as saved)."""
+    command.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    command.add_argument("--precision", choices=PRECISIONS, help=f"{PRECISION_HELP} (default: the model's)")
+
+
 def _dataset_options(command: argparse.ArgumentParser, layouts) -> None:
     """DATASET, --layout and the options that say how it splits into training and test images."""
     command.add_argument("dataset", metavar="DATASET", help="data set folder")
@@ -1125,8 +1131,7 @@ def _add_evaluate(sub) -> None:
         help="write DIR/report.html (self-contained: tables, ROC and PRO curves, score histogram, "
         "worst false positives and negatives) and DIR/per_image.csv",
     )
-    evaluate.add_argument("--device", help="auto, cpu, cuda or cuda:N")
-    evaluate.add_argument("--precision", choices=PRECISIONS, help=f"{PRECISION_HELP} (default: the model's)")
+    _scoring_options(evaluate)
     evaluate.set_defaults(run=_evaluate)
 
 
@@ -1164,8 +1169,7 @@ def _add_predict(sub) -> None:
     predict.add_argument(
         "--fail-fast", action="store_true", help="stop at the first image that cannot be read (exit status 2)"
     )
-    predict.add_argument("--device", help="auto, cpu, cuda or cuda:N")
-    predict.add_argument("--precision", choices=PRECISIONS, help=f"{PRECISION_HELP} (default: the model's)")
+    _scoring_options(predict)
     predict.set_defaults(run=_predict)
 
 
