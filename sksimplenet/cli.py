@@ -121,16 +121,6 @@ def _size(text: str):
     return values[0] if len(values) == 1 else values
 
 
-def _image_files(folder: Path) -> list[str]:
-    from .datasets import IMAGE_EXTENSIONS
-
-    return [
-        str(path)
-        for path in sorted(folder.iterdir())
-        if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
-    ]
-
-
 def _load_split(args) -> dict:
     """The data set in ``args.dataset`` read with ``args.layout``: ``train_paths``, ``test_*``."""
     from . import datasets
@@ -446,22 +436,39 @@ def evaluate_detector(detector, paths, labels, masks=None) -> dict[str, float]:
     import numpy as np
 
     labels = np.asarray(labels)
-    if masks is None or all(mask is None for mask in masks):
-        scores = -np.asarray(detector.score_samples(paths), dtype=np.float64)
-        return _metrics(detector, labels, scores)
-    maps, scores = detector.anomaly_map(paths, return_scores=True)
-    return _metrics(detector, labels, np.asarray(scores, dtype=np.float64), masks, maps)
+    scores, maps = _scores_and_maps(detector, paths, keep_maps=_has_masks(masks))
+    return _metrics(labels, scores, _pixel_masks(detector, labels, masks, maps), maps)
 
 
-def _metrics(detector, labels, scores, masks=None, maps=None) -> dict[str, float]:
-    """:func:`sksimplenet.metrics.evaluate` with the masks brought to the maps' resolution."""
-    from .metrics import evaluate, masks_at_map_resolution
+def _has_masks(masks) -> bool:
+    return masks is not None and any(mask is not None for mask in masks)
+
+
+def _scores_and_maps(detector, paths, keep_maps: bool):
+    """Image anomaly scores ``(n,)`` float64 and, when ``keep_maps``, the maps, in one pass."""
+    import numpy as np
+
+    if keep_maps:
+        maps, scores = detector.anomaly_map(paths, return_scores=True)
+        return np.asarray(scores, dtype=np.float64), maps
+    return -np.asarray(detector.score_samples(paths), dtype=np.float64), None
+
+
+def _pixel_masks(detector, labels, masks, maps):
+    """The ground-truth masks on the maps' pixel grid, or None without masks or maps."""
+    from .metrics import masks_at_map_resolution
 
     if maps is None or masks is None:
-        return evaluate(labels, scores)
-    pixel_masks = masks_at_map_resolution(
+        return None
+    return masks_at_map_resolution(
         masks, labels, detector.resize, detector.crop_size, [m.shape for m in maps]
     )
+
+
+def _metrics(labels, scores, pixel_masks=None, maps=None) -> dict[str, float]:
+    """:func:`sksimplenet.metrics.evaluate`, with pixel metrics when there are masks on the maps' grid."""
+    from .metrics import evaluate
+
     if pixel_masks is None:
         return evaluate(labels, scores)
     return evaluate(labels, scores, pixel_masks, list(maps))
@@ -541,7 +548,7 @@ def _fit(args) -> None:
 def _evaluate(args) -> None:
     import numpy as np
 
-    from .metrics import masks_at_map_resolution, per_type_metrics, threshold_metrics, write_per_image_csv
+    from .metrics import per_type_metrics, threshold_metrics, write_per_image_csv
 
     detector = load_detector(args.model, allow_pickle=args.allow_pickle)
     _use_device(args, detector)
@@ -556,19 +563,11 @@ def _evaluate(args) -> None:
     detector.set_params(verbose=not args.quiet)
     _note(args, f"scoring {len(paths)} test images")
     masks = split.get("test_masks")
-    needs_maps = args.report is not None or (masks is not None and any(m is not None for m in masks))
-    maps = None
-    if needs_maps:  # one pass through the network for maps and scores
-        maps, scores = detector.anomaly_map(paths, return_scores=True)
-        scores = np.asarray(scores, dtype=np.float64)
-    else:
-        scores = -np.asarray(detector.score_samples(paths), dtype=np.float64)
+    keep_maps = args.report is not None or _has_masks(masks)  # one pass for maps and scores
+    scores, maps = _scores_and_maps(detector, paths, keep_maps)
     threshold = float(detector.threshold_)
-    pixel_masks = None
-    if maps is not None and masks is not None:
-        shapes = [m.shape for m in maps]
-        pixel_masks = masks_at_map_resolution(masks, labels, detector.resize, detector.crop_size, shapes)
-    metrics = _metrics_of(labels, scores, pixel_masks, maps)
+    pixel_masks = _pixel_masks(detector, labels, masks, maps)
+    metrics = _metrics(labels, scores, pixel_masks, maps)
     at_threshold = threshold_metrics(labels, scores, threshold)
     per_type = per_type_metrics(labels, scores, types, threshold)
 
@@ -606,14 +605,6 @@ def _evaluate(args) -> None:
             title=f"{Path(args.model).name} on {args.dataset}",
         )
         _note(args, f"report written to {report}")
-
-
-def _metrics_of(labels, scores, pixel_masks, maps) -> dict[str, float]:
-    from .metrics import evaluate
-
-    if pixel_masks is None:
-        return evaluate(labels, scores)
-    return evaluate(labels, scores, pixel_masks, list(maps))
 
 
 def _threshold_table(at_threshold: dict) -> str:
@@ -680,11 +671,13 @@ def _score_chunk(detector, chunk: list[str], keep_maps: bool, fail_fast: bool):
 
 
 def _predict_paths(items: list[str]) -> list[str]:
+    from .datasets import image_files
+
     paths = []
     for item in items:
         item = Path(item)
         if item.is_dir():
-            found = _image_files(item)
+            found = [str(path) for path in image_files(item)]
             if not found:
                 raise CommandError(f"no image files in {item}")
             paths += found
@@ -860,7 +853,7 @@ def _demo(args) -> None:
     )
     detector = SimpleNetDetector(**params).fit(train)
     maps, scores = detector.anomaly_map(test, return_scores=True)
-    metrics = _metrics(detector, test_labels, scores, list(test_masks), maps)
+    metrics = _metrics(test_labels, scores, _pixel_masks(detector, test_labels, list(test_masks), maps), maps)
     print(metrics_table(metrics), flush=True)
 
     import numpy as np

@@ -162,7 +162,7 @@ def load_mtd(root, *, train_fraction: float = 0.8, random_state: int = 0) -> dic
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
-def _images_in(folder: Path) -> list[Path]:
+def image_files(folder: Path) -> list[Path]:
     """Image files directly in ``folder`` (extension case-insensitive, hidden files skipped), sorted."""
     return sorted(
         p
@@ -244,7 +244,7 @@ def load_mvtec(
     if not base.is_dir():
         available = list_mvtec_categories(root) if Path(root).is_dir() else []
         raise FileNotFoundError(f"category folder {base} does not exist (categories found: {available})")
-    train = _images_in(_require_dir(base / "train" / normal_dir, f"training images of {category!r}"))
+    train = image_files(_require_dir(base / "train" / normal_dir, f"training images of {category!r}"))
     test_root = _require_dir(base / "test", f"test images of {category!r}")
     return {
         "train_paths": [str(path) for path in train],
@@ -264,14 +264,14 @@ def _labelled_test_set(
     defects = [name for name in _subfolders(test_root) if name != normal_dir and name not in skip]
     test_paths, test_masks, test_categories = [], [], []
     if (test_root / normal_dir).is_dir():
-        for path in _images_in(test_root / normal_dir):
+        for path in image_files(test_root / normal_dir):
             test_paths.append(str(path))
             test_masks.append(None)
             test_categories.append(normal_dir)
     for defect in defects:
         mask_dir = mask_root / defect
-        masks = {p.stem: p for p in _images_in(mask_dir)} if mask_dir.is_dir() else {}
-        for path in _images_in(test_root / defect):
+        masks = {p.stem: p for p in image_files(mask_dir)} if mask_dir.is_dir() else {}
+        for path in image_files(test_root / defect):
             mask = masks.get(path.stem + "_mask", masks.get(path.stem))
             if mask is None and require_masks:
                 raise FileNotFoundError(
@@ -345,7 +345,7 @@ def load_folder(
     mask_root = root / FOLDER_MASKS if inside else Path(mask_root)
     skip = (FOLDER_MASKS,) if inside else ()
     split = {
-        "train_paths": [str(path) for path in _images_in(root)],
+        "train_paths": [str(path) for path in image_files(root)],
         **_labelled_test_set(root, mask_root, normal_dir, require_masks, skip),
     }
     if not split["train_paths"] and not split["test_paths"]:
@@ -456,9 +456,9 @@ def load_one_class(root: str | os.PathLike, normal_class: str) -> dict:
     train_dir = _require_dir(root / "train" / normal_class, f"training images of class {normal_class!r}")
     test_root = _require_dir(root / "test", "test images")
     _require_dir(test_root / normal_class, f"test images of class {normal_class!r}")
-    test = [(path, name) for name in _subfolders(test_root) for path in _images_in(test_root / name)]
+    test = [(path, name) for name in _subfolders(test_root) for path in image_files(test_root / name)]
     return {
-        "train_paths": [str(path) for path in _images_in(train_dir)],
+        "train_paths": [str(path) for path in image_files(train_dir)],
         "test_paths": [str(path) for path, _ in test],
         "test_labels": np.array([1 if name == normal_class else -1 for _, name in test], dtype=int),
         "test_masks": [None] * len(test),
