@@ -57,9 +57,12 @@ def is_integer(value, minimum: int = 1) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
 
 
+_POSITIVE = Number(numbers.Real, 0, None, closed="neither")
+
+
 def is_positive_number(value) -> bool:
     """Whether ``value`` is a finite number > 0 (not a boolean)."""
-    return Number(numbers.Real, 0, None, closed="neither").is_satisfied_by(value)
+    return _POSITIVE.is_satisfied_by(value)
 
 
 def is_size(value) -> bool:

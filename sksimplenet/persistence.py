@@ -85,10 +85,11 @@ _MAX_NESTING = 32  # save writes at most 4 levels (and one per dimension of an a
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 
 
+_FINITE = Number(Real, None, None, closed="neither")
+
+
 def _is_number_list(value) -> bool:
-    return isinstance(value, list) and all(
-        Number(Real, None, None, closed="neither").is_satisfied_by(v) for v in value
-    )
+    return isinstance(value, list) and all(_FINITE.is_satisfied_by(v) for v in value)
 
 
 def _is_integer_tuple(length: int, maximum: int | None = None):
@@ -127,8 +128,8 @@ def _is_provenance(value) -> bool:
 
 #: Every fitted attribute a model file may hold, with its valid values.
 FITTED_ATTRIBUTES = {
-    "offset_": Number(Real, None, None, closed="neither"),
-    "threshold_": Number(Real, None, None, closed="neither"),
+    "offset_": _FINITE,
+    "threshold_": _FINITE,
     "loss_history_": Rule(_is_number_list, "a list of finite numbers"),
     "validation_history_": Rule(_is_number_list, "a list of finite numbers"),
     "n_train_images_": Number(Integral, 1, None, closed="left"),
@@ -516,8 +517,8 @@ def _detector_from_params(stored: dict, backbone: nn.Module | None, path: Path) 
     """An unfitted detector with the file's parameters, each checked against the estimator's
     own constraints table (the parameters added since the file was written: defaults)."""
     params = {name: _decode(v, f"parameter {name!r}") for name, v in stored.items() if name != "backbone"}
-    params["backbone"] = _backbone_param(stored.get("backbone", "wide_resnet50_2"), backbone, path)
-    detector = SimpleNetDetector(**params)
+    detector = SimpleNetDetector(**params)  # a backbone the file does not name: the default
+    detector.backbone = _backbone_param(stored.get("backbone", detector.backbone), backbone, path)
     try:
         validate_params(detector.get_params(deep=False))
     except ValueError as error:
@@ -539,7 +540,7 @@ def _check_fitted(fitted: dict) -> dict:
     return values
 
 
-def _model_from_tensors(detector: SimpleNetDetector, feature_dim: int, tensors: dict) -> nn.Module:
+def _model_from_tensors(detector: SimpleNetDetector, n_features: int, tensors: dict) -> nn.Module:
     """The fitted network, built on the meta device (no memory) from the parameters, compared
     entry by entry with the file's tensors, then given those tensors as its weights."""
     with torch.device("meta"):
@@ -547,7 +548,7 @@ def _model_from_tensors(detector: SimpleNetDetector, feature_dim: int, tensors: 
             extractor = build_feature_extractor(detector.backbone, detector.layers, weights=None)
         except (ValueError, TypeError, RuntimeError, KeyError) as error:
             raise _Invalid(f"cannot rebuild the backbone: {error}") from error
-        model = make_model(extractor, feature_dim, detector.get_params(deep=False))
+        model = make_model(extractor, n_features, detector.get_params(deep=False))
     # Files written before the backbone's batch norms were folded hold them separately.
     try:
         tensors = extractor.fold_batch_norm_entries(tensors, prefix="extractor.")
