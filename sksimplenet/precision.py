@@ -16,8 +16,11 @@ feature; it is not refused, since the results are still right, only slower.
 
 from __future__ import annotations
 
+import functools
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 
 import torch
 
@@ -31,14 +34,17 @@ _CPU_FEATURES = {
 _warned: set[tuple[str, str]] = set()
 
 
-def cpu_capabilities() -> dict:
-    """PyTorch's view of this CPU's instruction-set extensions (``{"avx512_bf16": True, ...}``)."""
+@functools.cache
+def cpu_capabilities() -> Mapping[str, object]:
+    """PyTorch's view of this CPU's instruction-set extensions (``{"avx512_bf16": True, ...}``),
+    read once: ``precision="auto"`` consults it for every batch."""
     try:
-        return dict(torch._C._cpu._get_cpu_capability())
+        return MappingProxyType(dict(torch._C._cpu._get_cpu_capability()))
     except (AttributeError, RuntimeError):
-        return {}
+        return MappingProxyType({})
 
 
+@functools.cache
 def _arm_has(flag: str) -> bool:
     try:
         return any(
