@@ -342,8 +342,9 @@ def resized_size(size: tuple[int, int], resize: int | Sequence[int] | None) -> t
     height, width = size
     if resize is None:
         return height, width
-    if len(_int_list(resize)) == 1:
-        short = _int_list(resize)[0]
+    values = _int_list(resize)
+    if len(values) == 1:
+        short = values[0]
         if height <= width:
             return short, int(short * width / height)
         return int(short * height / width), short
