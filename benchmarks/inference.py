@@ -46,30 +46,14 @@ import numpy as np
 import torch
 from common import library_backbone, plain_layout
 from PIL import Image
-from timing import add_common_arguments, configure_threads, interleaved, machine, table
+from timing import add_common_arguments, briefly_fitted, configure_threads, interleaved, machine, table
 
-from sksimplenet import SimpleNetDetector
 from sksimplenet.datasets import make_synthetic
 from sksimplenet.features import embed_patches
 from sksimplenet.image_io import load_image, preprocess
 from sksimplenet.scoring import image_scores, score_maps
 
 BACKBONES = {"wide_resnet50_2": None, "efficientnet_lite0": "DEFAULT"}
-
-
-def fitted_detector(backbone: str, weights, images: np.ndarray) -> SimpleNetDetector:
-    """A detector fitted briefly (speed does not depend on how well it is trained)."""
-    detector = SimpleNetDetector(
-        backbone,
-        weights=weights,
-        resize=224,
-        crop_size=224,
-        epochs=1,
-        patch_fraction=0.05,
-        device="cpu",
-        random_state=0,
-    )
-    return detector.fit(images[:4])
 
 
 def unfolded_scoring(model, batch: torch.Tensor):
@@ -85,7 +69,9 @@ def unfolded_scoring(model, batch: torch.Tensor):
 def measure(backbone: str, weights, images: np.ndarray, repeats: int) -> tuple[list[tuple], str]:
     """Rows of (a) for one backbone, and its line of ratio (a)."""
     batch = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255.0)
-    detector = fitted_detector(backbone, weights, images)
+    detector = briefly_fitted(
+        images, backbone, weights=weights, resize=224, crop_size=224, patch_fraction=0.05
+    )
     model = detector.model_
     extractor, plain = model.extractor, plain_layout(model.extractor)
     library = library_backbone(backbone, weights)
@@ -144,8 +130,7 @@ def throughput(repeats: int, batch_size: int, size: int) -> None:
 
 def pipeline(repeats: int, n_files: int) -> None:
     images, _, _ = make_synthetic(n_files, 0, texture="object", size=512, random_state=1)
-    detector = SimpleNetDetector("efficientnet_lite0", epochs=1, patch_fraction=0.05, device="cpu")
-    detector.set_params(random_state=0).fit(images[:4])
+    detector = briefly_fitted(images, "efficientnet_lite0", patch_fraction=0.05)
     with tempfile.TemporaryDirectory() as folder:
         paths = []
         for index, image in enumerate(images):

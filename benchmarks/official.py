@@ -49,9 +49,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchvision
-from timing import add_common_arguments, configure_threads, interleaved, machine, table
+from timing import add_common_arguments, briefly_fitted, configure_threads, interleaved, machine, table
 
-from sksimplenet import SimpleNetDetector
 from sksimplenet.precision import backbone_dtype
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -176,19 +175,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         weights_file = os.path.join(folder, "backbone.pt")
         torch.save(backbone.state_dict(), weights_file)
-        detector = SimpleNetDetector(
+        detector = briefly_fitted(
+            images,
             args.backbone,
             layers=tuple(layers),
             weights=weights_file,
             resize=(args.size, args.size),
             crop_size=None,
-            epochs=1,
             batch_size=4,
             patch_fraction=0.05,
             validation_fraction=0.0,
-            device="cpu",
-            random_state=0,
-        ).fit(images[:4])
+        )
     official = official_model(simplenet, backbone, layers, args.size)
 
     # Same backbone weights: the layer features of one image agree on both sides.

@@ -28,9 +28,8 @@ import time
 import numpy as np
 import torch
 from suite import run
-from timing import table
+from timing import briefly_fitted, table
 
-from sksimplenet import SimpleNetDetector
 from sksimplenet.precision import backbone_dtype, cpu_capabilities, missing_feature
 
 REDUCED = {"bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -86,8 +85,7 @@ def speed(backbones: list[str], precisions: list[str], batch: int, rounds: int) 
     images = np.random.default_rng(0).integers(0, 256, (batch, 224, 224, 3), dtype=np.uint8)
     rows = []
     for backbone in backbones:
-        detector = SimpleNetDetector(backbone, weights=None, epochs=1, random_state=0, device="cpu")
-        detector.fit(images[:4])
+        detector = briefly_fitted(images, backbone, weights=None)
         times = {precision: [] for precision in precisions}
         for precision in precisions:  # warm-up
             detector.set_params(precision=precision).anomaly_map(images, return_scores=True)
