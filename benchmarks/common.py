@@ -70,12 +70,18 @@ def extract(
     batch=32,
     workers=0,
 ) -> torch.Tensor:
-    """Patch features (n, h, w, c) float16 for image files."""
+    """Patch features (n, h, w, c) float16 for image files, the neighbourhood mean counting the
+    zero padding as the official code's unfolding does."""
     extractor = build_feature_extractor(backbone, layers)
     loader = torch.utils.data.DataLoader(
         ImageDataset(list(paths), resize, crop_size), batch_size=batch, num_workers=workers
     )
-    chunks = [embed_patches(extractor(x), patch_size, feature_dim).permute(0, 2, 3, 1).half() for x in loader]
+    chunks = [
+        embed_patches(extractor(x), patch_size=patch_size, count_padding=True, feature_dim=feature_dim)
+        .permute(0, 2, 3, 1)
+        .half()
+        for x in loader
+    ]
     return torch.cat(chunks)
 
 

@@ -37,7 +37,8 @@ from .image_io import (
 from .model import SimpleNetModel, make_model
 from .precision import PRECISIONS
 from .provenance import training_files
-from .training import held_out_split, train_discriminator
+from .synthesis import DefectFeatures
+from .training import TrainingSettings, held_out_split, train_discriminator
 
 _INFERENCE_BATCH = 16
 _AUTO_STEPS = 1000  # training steps of epochs="auto" (docs/quality.md)
@@ -48,13 +49,14 @@ _GPU_INFERENCE_BATCH = 64  # a GPU needs larger batches to be busy
 
 #: The paper's exact configuration where it differs from this package's defaults:
 #: ``SimpleNetDetector(**PAPER_PARAMS)`` runs SimpleNet as published: raw features with
-#: sigma=0.015, the map's maximum as image score, 160 epochs of 4 images with every patch,
-#: the last step's weights, every training image in the gradient steps, resize 256 and
-#: centre crop 224 (and the official code's Xavier initialisation for the adaptor, which
+#: sigma=0.015 and no synthetic defects, the map's maximum as image score, 160 epochs of 4
+#: images with every patch, the last step's weights, every training image in the gradient
+#: steps, resize 256 and centre crop 224 (and the official code's Xavier initialisation for the adaptor, which
 #: the paper leaves open).
 PAPER_PARAMS = {
     "feature_scaling": None,
     "sigma": 0.015,
+    "synthetic_defects": 0.0,
     "adaptor_init": "xavier",
     "image_score": "max",
     "epochs": 160,
@@ -65,6 +67,10 @@ PAPER_PARAMS = {
     "resize": 256,
     "crop_size": 224,
 }
+#: Parameters added after models were first saved, with the value that describes a model saved
+#: before each existed (not the default, which would change what such a model scores or how
+#: ``clone`` refits it). Pickles and safe files without them get these.
+EARLIER_VALUES = {"count_padding": False, "synthetic_defects": 0.0}
 #: The share of held-out normal images scored above the threshold with ``contamination="auto"``.
 AUTO_CONTAMINATION = 0.01
 _CACHE_DTYPES = {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -197,12 +203,15 @@ PARAMETER_CONSTRAINTS: dict = {
     "layers": [None, Rule(_is_layer_names, "a non-empty tuple of module names (str)")],
     "weights": [str, os.PathLike, enum.Enum, None],
     "patch_size": [Rule(lambda v: is_integer(v) and v % 2 == 1, "an odd int >= 1")],
+    "count_padding": ["boolean"],
     "feature_dim": [Number(Integral, 1, None, closed="left"), None],
     "feature_scaling": [StrOptions({"standardize"}), None],
     "sigma": [
         Number(Real, 0, None, closed="neither"),
         Rule(_is_sigma_tuple, "a non-empty tuple of floats > 0"),
     ],
+    "synthetic_defects": [Number(Real, 0, 16, closed="both")],
+    "synthetic_share": [Number(Real, 0, 4, closed="right")],
     "hidden_dim": [Number(Integral, 1, None, closed="left")],
     "margin": [Number(Real, 0, None, closed="neither")],
     "epochs": [Number(Integral, 1, None, closed="left"), StrOptions({"auto"})],
@@ -287,6 +296,12 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         (random weights).
     patch_size : int, default=3
         Side ``p`` of the neighbourhood each position's features are averaged over.
+    count_padding : bool, default=True
+        How the neighbourhood mean treats the map's border, where part of the neighbourhood
+        lies outside: True pads with zeros and counts them (every mean is over ``p²``
+        values), as the official code's unfolding does; False averages only the positions
+        inside the map. Models fitted before this parameter existed used False, and load
+        with it.
     feature_dim : int or None, default=1536
         Upper bound on the patch-feature width: wider concatenations are reduced by
         adaptive average pooling over channels; narrower ones are kept as they are.
@@ -300,6 +315,15 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         Standard deviation of the Gaussian noise that makes anomalous features, in units
         of the feature scaling. A tuple draws one of its values for each patch (noise at
         several scales). The paper: 0.015 with ``feature_scaling=None``.
+    synthetic_defects : float in [0, 16], default=1.0
+        Synthetic defect images made per training image (:mod:`sksimplenet.synthesis`): a
+        blob-shaped region of a training image replaced by a transformed part of another
+        training image or a generated texture. The features inside the regions are
+        computed once, with the training features, and trained on as anomalous beside the
+        Gaussian ones, so that the discriminator also sees structured features far from
+        the normal ones. 0 uses Gaussian anomalous features only (the paper).
+    synthetic_share : float in (0, 4], default=0.5
+        Synthetic anomalous features in each step, as a share of the step's normal patches.
     hidden_dim : int, default=1024
         Width of the discriminator's hidden layer.
     margin : float, default=0.5
@@ -425,9 +449,12 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         weights="DEFAULT",
         *,
         patch_size=3,
+        count_padding=True,
         feature_dim=1536,
         feature_scaling="standardize",
         sigma=0.3,
+        synthetic_defects=1.0,
+        synthetic_share=0.5,
         hidden_dim=1024,
         margin=0.5,
         epochs="auto",
@@ -457,9 +484,12 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         self.layers = layers
         self.weights = weights
         self.patch_size = patch_size
+        self.count_padding = count_padding
         self.feature_dim = feature_dim
         self.feature_scaling = feature_scaling
         self.sigma = sigma
+        self.synthetic_defects = synthetic_defects
+        self.synthetic_share = synthetic_share
         self.hidden_dim = hidden_dim
         self.margin = margin
         self.epochs = epochs
@@ -535,21 +565,34 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
 
     @torch.inference_mode()
     def _extract_features(
-        self, model: SimpleNetModel, images: list, device, cache: FeatureCache, positions=None
-    ):
-        """Write the patch features of ``images`` into ``cache``; return the input size ``(H, W)``."""
-        input_sizes, start = set(), 0
-        for batch in self._batches(images, device, "features", positions):
+        self,
+        model: SimpleNetModel,
+        images: list,
+        positions: list[int],
+        device,
+        cache: FeatureCache,
+        start: int,
+        input_sizes: set,
+        defects: DefectFeatures | None = None,
+    ) -> None:
+        """Write the patch features of ``images[positions]`` into ``cache`` from image ``start``
+        on, and those of their synthetic defects into ``defects`` when given.
+
+        ``input_sizes`` collects the preprocessed sizes met; after a second size only sizes are
+        collected (for the message ``fit`` raises).
+        """
+
+        def embed(batch: torch.Tensor) -> torch.Tensor:
+            return model.patch_features(batch).permute(0, 2, 3, 1)
+
+        selected = [images[position] for position in positions]
+        for batch in self._batches(selected, device, "features", positions):
             input_sizes.add(tuple(batch.shape[-2:]))
-            if len(input_sizes) == 1:  # after a mismatch, only the sizes are collected (for the message)
-                cache.write(start, model.patch_features(batch).permute(0, 2, 3, 1))
+            if len(input_sizes) == 1:
+                cache.write(start, embed(batch))
+                if defects is not None:
+                    defects.add(batch, embed, cache.tensor.device)
             start += len(batch)
-        if len(input_sizes) > 1:
-            raise ValueError(
-                f"Training images have different sizes after preprocessing {sorted(input_sizes)}: "
-                "set crop_size, or resize=(height, width)"
-            )
-        return input_sizes.pop()
 
     # ------------------------------------------------------------------ fit
     @_all_or_nothing
@@ -584,8 +627,6 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
                 raise ValueError("Every image is labelled -1 (anomalous): nothing normal to train on")
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         trained, held_out = held_out_split(len(normal), self.validation_fraction, seed)
-        # Cache order: trained, held out, then images labelled -1 (scored only), so that each
-        # part of the feature cache is a view.
         fitted_on = [normal[i] for i in trained + held_out]
         order = fitted_on + anomalous
         _warn_if_cropped(images[fitted_on[0]], self.resize, self.crop_size)
@@ -598,13 +639,31 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
             extractor = build_feature_extractor(self.backbone, self.layers, self.weights)
         extractor = extractor.to(device)
         probe = make_model(extractor, 1, self.get_params(deep=False))
-        ordered = [images[position] for position in order]
+        defects = None
+        if self.synthetic_defects > 0:
+            generator = torch.Generator().manual_seed(seed + 3)
+            defects = DefectFeatures(self.synthetic_defects, generator, _CACHE_DTYPES[self.cache_dtype])
         with FeatureCache(n_images, _CACHE_DTYPES[self.cache_dtype], device, self.cache_dir) as cache:
-            input_size = self._extract_features(probe, ordered, device, cache, order)
-            n_trained, n_fitted = len(trained), len(fitted_on)
+            # Cache order: trained, held out, then images labelled -1 (scored only), so that each
+            # part is a view. One pass per part: a batch never mixes images of two parts, and
+            # synthetic defects are made from trained images only.
+            input_sizes, n_trained, n_fitted = set(), len(trained), len(fitted_on)
+            parts = ((fitted_on[:n_trained], 0, defects), (fitted_on[n_trained:], n_trained, None))
+            for positions, first, part_defects in (*parts, (anomalous, n_fitted, None)):
+                if positions:
+                    self._extract_features(
+                        probe, images, positions, device, cache, first, input_sizes, part_defects
+                    )
+            if len(input_sizes) > 1:
+                raise ValueError(
+                    f"Training images have different sizes after preprocessing {sorted(input_sizes)}: "
+                    "set crop_size, or resize=(height, width)"
+                )
+            input_size = input_sizes.pop()
             features = cache.tensor[:n_trained]
             validation = cache.tensor[n_trained:n_fitted] if held_out else None
-            model, history = self._train(extractor, features, validation, seed, device)
+            synthetic = None if defects is None else defects.features()
+            model, history = self._train(extractor, features, synthetic, validation, seed, device)
             scores = self._scores_from_features(model, cache.tensor, input_size, device)
             feature_shape = tuple(cache.tensor.shape[1:])
         calibration = scores[n_trained:n_fitted] if held_out else scores[:n_trained]
@@ -638,18 +697,15 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
             return int(self.epochs)
         return math.ceil(_AUTO_STEPS / math.ceil(n_images / self.batch_size))
 
-    def _train(self, extractor, features: torch.Tensor, validation: torch.Tensor | None, seed: int, device):
-        """The network trained on cached ``features`` and its :class:`TrainingHistory`."""
+    def _train(self, extractor, features, synthetic, validation, seed: int, device):
+        """The network trained on cached ``features`` (and ``synthetic`` anomalous features) and
+        its :class:`TrainingHistory`."""
         generator = torch.Generator().manual_seed(seed)
         model = make_model(extractor, features.shape[-1], self.get_params(deep=False), generator)
         if self.feature_scaling == "standardize":
             model.scaler.fit(features.reshape(-1, features.shape[-1]))
         model.to(device)
-        history = train_discriminator(
-            features,
-            model.scaler,
-            model.adaptor,
-            model.discriminator,
+        settings = TrainingSettings(
             epochs=self._epochs(len(features)),
             batch_size=self.batch_size,
             patch_fraction=self.patch_fraction,
@@ -659,8 +715,17 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
             discriminator_lr=self.discriminator_lr,
             weight_decay=self.weight_decay,
             weight_averaging=self.weight_averaging,
-            validation_features=validation,
+            synthetic_share=self.synthetic_share,
             seed=seed,
+        )
+        history = train_discriminator(
+            features,
+            model.scaler,
+            model.adaptor,
+            model.discriminator,
+            settings,
+            synthetic_features=synthetic,
+            validation_features=validation,
             device=device,
             progress=self.verbose,
         )
@@ -801,6 +866,11 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         return framed
 
     # ------------------------------------------------------------------ persistence
+    def __setstate__(self, state):
+        for name, value in EARLIER_VALUES.items():  # pickled before the parameter existed
+            state.setdefault(name, value)
+        super().__setstate__(state)
+
     def __getstate__(self):
         state = self.__dict__.copy()
         model = state.get("model_")

@@ -114,7 +114,8 @@ class FoldedHead:
     discriminator : Discriminator
         In evaluation mode; their weights are read once, here.
     patch_size : int
-        Neighbourhood of :func:`~sksimplenet.features.aggregate_neighbourhood`.
+    count_padding : bool
+        Neighbourhood side and border rule of :func:`~sksimplenet.features.aggregate_neighbourhood`.
     feature_dim : int or None
         Upper bound on the patch-feature width (channel pooling of
         :func:`~sksimplenet.features.reduce_channels`).
@@ -136,6 +137,7 @@ class FoldedHead:
         discriminator: Discriminator,
         *,
         patch_size: int,
+        count_padding: bool,
         feature_dim: int | None,
         smoothing_sigma: float,
     ):
@@ -151,10 +153,15 @@ class FoldedHead:
         self.bias = bias.to(reference.dtype).contiguous()
         self.tail: Callable[[torch.Tensor], torch.Tensor] = discriminator.tail
         self.patch_size = patch_size
+        self.count_padding = count_padding
         self.feature_dim = feature_dim
         self.smoothing_sigma = smoothing_sigma
         self._level_weights: dict[tuple[int, ...], list[torch.Tensor]] = {}
         self._operators: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def aggregate(self, maps: torch.Tensor) -> torch.Tensor:
+        """The model's neighbourhood mean of ``(n, channels, h, w)`` maps."""
+        return aggregate_neighbourhood(maps, self.patch_size, count_padding=self.count_padding)
 
     def scores_from_features(self, features: torch.Tensor) -> torch.Tensor:
         """Patch anomaly scores ``(n_images, h, w)`` from patch features ``(n_images, h, w, n_features)``."""
@@ -211,22 +218,28 @@ class FoldedHead:
         # to the target grid chunk by chunk. Levels already on that grid: feature rows
         # (n, H * W, channels), projected chunk by chunk into the hidden pre-activations.
         hidden_maps, target_rows = [], []
-        # Smallest map first: it takes the bias (a constant survives averaging and resizing).
+        # Smallest map first: it takes the bias, which survives resizing (a constant does) but
+        # is added after any neighbourhood mean (with counted padding a constant does not survive it).
         for level in sorted(range(len(layer_maps)), key=areas.__getitem__):
             feature_map = layer_maps[level].to(bias.dtype).contiguous(memory_format=channels_last)
             _, channels, h, w = feature_map.shape
-            # Average over neighbourhoods on whichever side of the projection has fewer channels.
+            # Average over neighbourhoods on whichever side of the projection has fewer channels
+            # (both are linear; zero padding stays zero through the projection).
             pool_first = channels <= hidden_dim
             if pool_first:
-                feature_map = aggregate_neighbourhood(feature_map, self.patch_size)
+                feature_map = self.aggregate(feature_map)
             rows = feature_map.permute(0, 2, 3, 1).flatten(1, 2)  # (n, h * w, channels)
             if pool_first and (h, w) == target:
                 target_rows.append((rows, weights[level]))
                 continue
             rows = rows.flatten(0, 1)
-            projected = rows @ weights[level] if hidden_maps else torch.addmm(bias, rows, weights[level])
-            maps = projected.view(-1, h, w, hidden_dim).permute(0, 3, 1, 2)
-            hidden_maps.append(maps if pool_first else aggregate_neighbourhood(maps, self.patch_size))
+            takes_bias = not hidden_maps
+            if pool_first:
+                projected = torch.addmm(bias, rows, weights[level]) if takes_bias else rows @ weights[level]
+                hidden_maps.append(projected.view(-1, h, w, hidden_dim).permute(0, 3, 1, 2))
+                continue
+            maps = self.aggregate((rows @ weights[level]).view(-1, h, w, hidden_dim).permute(0, 3, 1, 2))
+            hidden_maps.append(maps.add_(bias.view(1, -1, 1, 1)) if takes_bias else maps)
 
         if torch.jit.is_tracing():  # the ONNX exporter knows no out= arguments: no buffer
             hidden = _preactivations(hidden_maps, target_rows, bias, target, slice(None))

@@ -30,6 +30,7 @@ from .scoring import apply_map_operators, image_scores, score_maps
 #: The estimator parameters a :class:`SimpleNetModel` is built from (:func:`make_model`).
 MODEL_PARAMS = (
     "patch_size",
+    "count_padding",
     "feature_dim",
     "hidden_dim",
     "adaptor_bias",
@@ -76,9 +77,10 @@ class SimpleNetModel(nn.Module):
     n_features : int
         Width of the patch features :func:`~sksimplenet.features.embed_patches` gives.
     patch_size : int
+    count_padding : bool
     feature_dim : int or None
-        Passed to :func:`~sksimplenet.features.embed_patches`: the neighbourhood size and
-        the upper bound on the patch-feature width.
+        Passed to :func:`~sksimplenet.features.embed_patches`: the neighbourhood size, its
+        border rule and the upper bound on the patch-feature width.
     hidden_dim : int
         Width of the discriminator's hidden layer.
     adaptor_bias : bool
@@ -103,6 +105,7 @@ class SimpleNetModel(nn.Module):
         n_features: int,
         *,
         patch_size: int,
+        count_padding: bool,
         feature_dim: int | None,
         hidden_dim: int,
         adaptor_bias: bool,
@@ -115,6 +118,7 @@ class SimpleNetModel(nn.Module):
         super().__init__()
         self.extractor = extractor
         self.patch_size = patch_size
+        self.count_padding = count_padding
         self.feature_dim = feature_dim
         self.smoothing_sigma = smoothing_sigma
         self.precision = precision
@@ -137,6 +141,7 @@ class SimpleNetModel(nn.Module):
                 self.adaptor,
                 self.discriminator,
                 patch_size=self.patch_size,
+                count_padding=self.count_padding,
                 feature_dim=self.feature_dim,
                 smoothing_sigma=self.smoothing_sigma,
             )
@@ -167,6 +172,8 @@ class SimpleNetModel(nn.Module):
             fraction = state.pop("top_fraction")
             state["image_score"] = "max" if fraction is None else fraction
         state.setdefault("precision", "float32")
+        # Before count_padding existed, border neighbourhoods averaged only the map's positions.
+        state.setdefault("count_padding", False)
         super().__setstate__(state)
         self.folded_head = None
         self._refold()
@@ -194,7 +201,12 @@ class SimpleNetModel(nn.Module):
 
     def patch_features(self, images: torch.Tensor) -> torch.Tensor:
         """Frozen patch features, shape ``(n_images, feature_dim, h, w)``, from ``(n, 3, H, W)``."""
-        return embed_patches(self.layer_maps(images), self.patch_size, self.feature_dim)
+        return embed_patches(
+            self.layer_maps(images),
+            patch_size=self.patch_size,
+            count_padding=self.count_padding,
+            feature_dim=self.feature_dim,
+        )
 
     def patch_scores(self, features: torch.Tensor) -> torch.Tensor:
         """Patch anomaly scores ``-D(adaptor(scaler(f)))``.

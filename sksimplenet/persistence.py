@@ -27,7 +27,9 @@ network is rebuilt from validated parameters and only plain numbers are read int
 
 Compatibility rule: a file loads in any sksimplenet with the same major version as the one
 that wrote it (``1.x`` reads files of every ``1.y``); a file whose format version is unknown
-is refused. Parameters added to the estimator after a file was written take their defaults;
+is refused. Parameters added to the estimator after a file was written take their defaults,
+except those of :data:`~sksimplenet.detector.EARLIER_VALUES` (``count_padding=False``,
+``synthetic_defects=0``), which take the value that describes how such files were fitted;
 parameters of the file that this version does not know are refused. Files written before the
 backbone's BatchNorm layers were folded into its convolutions store those layers apart;
 they are folded as the file is read.
@@ -59,7 +61,7 @@ from torch import nn
 
 from ._constraints import Number, Rule, is_integer
 from .backbones import build_feature_extractor
-from .detector import PARAMETER_CONSTRAINTS, SimpleNetDetector, validate_params
+from .detector import EARLIER_VALUES, PARAMETER_CONSTRAINTS, SimpleNetDetector, validate_params
 from .model import make_model
 
 FORMAT = "sksimplenet.SimpleNetDetector"
@@ -517,6 +519,8 @@ def _detector_from_params(stored: dict, backbone: nn.Module | None, path: Path) 
     """An unfitted detector with the file's parameters, each checked against the estimator's
     own constraints table (the parameters added since the file was written: defaults)."""
     params = {name: _decode(v, f"parameter {name!r}") for name, v in stored.items() if name != "backbone"}
+    for name, value in EARLIER_VALUES.items():
+        params.setdefault(name, value)
     detector = SimpleNetDetector(**params)  # a backbone the file does not name: the default
     detector.backbone = _backbone_param(stored.get("backbone", detector.backbone), backbone, path)
     try:

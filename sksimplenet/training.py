@@ -32,34 +32,96 @@ class TrainingHistory:
     validation: list[float] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class TrainingSettings:
+    """The settings of one training run; every field is required (the estimator holds the
+    defaults, :class:`~sksimplenet.SimpleNetDetector` documents them).
+
+    Attributes
+    ----------
+    epochs : int
+        Passes over the training images.
+    batch_size : int
+        Images per step.
+    patch_fraction : float in (0, 1]
+        Share of each step's patches used, drawn at random; 1.0 (the paper) uses all.
+    sigma : float or tuple of float
+        Standard deviation of the Gaussian noise that makes anomalous features; a tuple
+        draws one of its values per patch.
+    margin : float
+        Truncation thresholds of the L1 loss.
+    adaptor_lr, discriminator_lr, weight_decay : float
+        Adam's learning rates and weight decay.
+    weight_averaging : float in (0, 1) or None
+        Decay per step of an exponential moving average of the weights, which is what
+        training returns; None keeps the last step's weights (the paper).
+    synthetic_share : float
+        Synthetic anomalous features per step, as a share of the step's normal patches
+        (used only when synthetic features are given).
+    seed : int
+        Seeds the image order, the patch subsets, the synthetic draws and the noise.
+    """
+
+    epochs: int
+    batch_size: int
+    patch_fraction: float
+    sigma: float | tuple[float, ...]
+    margin: float
+    adaptor_lr: float
+    discriminator_lr: float
+    weight_decay: float
+    weight_averaging: float | None
+    synthetic_share: float
+    seed: int
+
+
+class _Steps:
+    """The patches of each training step: a batch of images, a subset of their patches, and
+    synthetic anomalous features drawn in proportion. Training and the BatchNorm pass after it
+    draw from here, so that both see the same mix."""
+
+    def __init__(self, features, synthetic, settings: TrainingSettings, generator: torch.Generator):
+        self.features = features
+        self.synthetic = synthetic if synthetic is not None and len(synthetic) else None
+        self.settings = settings
+        self.generator = generator
+
+    def patches(self, images: torch.Tensor, subset: bool = True):
+        """Normal patches ``(n, feature_dim)`` of ``images`` (indices) and synthetic ones or None."""
+        batch = self.features[images.to(self.features.device)]
+        batch = batch.reshape(-1, batch.shape[-1])
+        if subset and self.settings.patch_fraction < 1.0:
+            keep = max(1, int(round(self.settings.patch_fraction * len(batch))))
+            chosen = torch.randperm(len(batch), generator=self.generator)[:keep]
+            batch = batch[chosen.to(batch.device)]
+        if self.synthetic is None or self.settings.synthetic_share <= 0:
+            return batch, None
+        count = max(1, int(round(self.settings.synthetic_share * len(batch))))
+        drawn = torch.randint(len(self.synthetic), (count,), generator=self.generator)
+        return batch, self.synthetic[drawn.to(self.synthetic.device)]
+
+
 def train_discriminator(
     features: torch.Tensor,
     scaler: nn.Module,
     adaptor: nn.Module,
     discriminator: nn.Module,
+    settings: TrainingSettings,
     *,
-    epochs: int,
-    batch_size: int,
-    sigma: float | tuple[float, ...],
-    margin: float = 0.5,
-    adaptor_lr: float = 1e-4,
-    discriminator_lr: float = 2e-4,
-    weight_decay: float = 1e-5,
-    patch_fraction: float = 1.0,
-    lr_schedule: str = "constant",
-    weight_averaging: float | None = None,
+    synthetic_features: torch.Tensor | None = None,
     validation_features: torch.Tensor | None = None,
-    seed: int = 0,
-    device: torch.device | str = "cpu",
+    device: torch.device | str,
     callback: Callable[[int, float], None] | None = None,
     progress: bool = False,
 ) -> TrainingHistory:
     """Train the adaptor and discriminator on normal patch features; return their history.
 
-    Each step takes the patches of ``batch_size`` images, adapts them (``q``), adds Gaussian
-    noise (``q⁻ = q + ε``) and minimises the truncated L1 loss of the discriminator on both.
-    As in the official code, ``q`` and ``q⁻`` pass the discriminator in one batch, so its
-    BatchNorm statistics cover both.
+    Each step takes the patches of ``settings.batch_size`` images, adapts them (``q``), adds
+    Gaussian noise (``q⁻ = q + ε``) and minimises the truncated L1 loss of the discriminator
+    on both. Synthetic anomalous features, when given, are adapted and scored as anomalous
+    beside ``q⁻`` (one loss term over all anomalous features). As in the official code, all
+    of a step's features pass the discriminator in one batch, so its BatchNorm statistics
+    cover them together.
 
     Parameters
     ----------
@@ -68,23 +130,15 @@ def train_discriminator(
         moved batch by batch).
     scaler, adaptor, discriminator : nn.Module
         Already on ``device``. ``scaler`` is fixed; the other two are trained in place and
-        end with the weights kept (the averaged ones with ``weight_averaging``).
-    epochs, batch_size, sigma, margin, adaptor_lr, discriminator_lr, weight_decay
-        The method's hyper-parameters (see :class:`~sksimplenet.SimpleNetDetector`).
-    patch_fraction : float
-        Share of each batch's patches used in a step, drawn at random; 1.0 (the paper)
-        uses all. Smaller values make epochs proportionally cheaper.
-    lr_schedule : {"constant", "cosine"}
-        Learning rates held (the paper) or annealed to 0 along a cosine over all steps.
-    weight_averaging : float in (0, 1) or None
-        Decay per step of an exponential moving average of the weights; the average is
-        what training returns, so that the result does not hinge on the last few steps.
-        None keeps the last step's weights (the paper).
+        end with the weights kept (the averaged ones with ``settings.weight_averaging``).
+    settings : TrainingSettings
+    synthetic_features : Tensor, shape (n_synthetic, feature_dim), optional
+        Features of synthetic defects (:mod:`sksimplenet.synthesis`), drawn at random,
+        ``settings.synthetic_share`` of each step's normal patches.
     validation_features : Tensor, shape (n_held_out, h, w, feature_dim), optional
         Normal images kept out of the steps: after each epoch :func:`validation_loss` of
         the weights that would be returned is recorded.
-    seed : int
-        Seeds the image order, the patch subsets and the noise.
+    device : torch.device or str
     callback : callable, optional
         Called as ``callback(epoch, mean_loss)`` after each epoch (0-based); it may raise to
         stop training.
@@ -102,52 +156,41 @@ def train_discriminator(
     """
     device = torch.device(device)
     n_images = features.shape[0]
-    order_generator = torch.Generator().manual_seed(seed)
-    noise_generator = torch.Generator(device=device).manual_seed(seed + 1)
+    order_generator = torch.Generator().manual_seed(settings.seed)
+    noise_generator = torch.Generator(device=device).manual_seed(settings.seed + 1)
+    steps = _Steps(features, synthetic_features, settings, order_generator)
     optimizer = torch.optim.Adam(
         [
-            {"params": adaptor.parameters(), "lr": adaptor_lr},
-            {"params": discriminator.parameters(), "lr": discriminator_lr},
+            {"params": adaptor.parameters(), "lr": settings.adaptor_lr},
+            {"params": discriminator.parameters(), "lr": settings.discriminator_lr},
         ],
-        weight_decay=weight_decay,
+        weight_decay=settings.weight_decay,
     )
-    steps_per_epoch = -(-n_images // batch_size)
-    scheduler = None
-    if lr_schedule == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
-    elif lr_schedule != "constant":
-        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
     parameters = [*adaptor.parameters(), *discriminator.parameters()]
-    averager = _WeightAverage(parameters, weight_averaging) if weight_averaging is not None else None
+    averager = None
+    if settings.weight_averaging is not None:
+        averager = _WeightAverage(parameters, settings.weight_averaging)
     adaptor.train()
     discriminator.train()
     history = TrainingHistory()
-    epoch_range = range(epochs)
+    epoch_range = range(settings.epochs)
     if progress:
         from tqdm.auto import tqdm
 
         epoch_range = tqdm(epoch_range, desc="training", unit="epoch")
+    batch_size = settings.batch_size
     for epoch in epoch_range:
         order = torch.randperm(n_images, generator=order_generator)
-        # Indices on the cache's device: a cache on the GPU is then read without host syncs.
-        order_on_cache = order.to(features.device)
         total = torch.zeros((), device=device)
         for start in range(0, n_images, batch_size):
-            batch = features[order_on_cache[start : start + batch_size]]
-            batch = batch.reshape(-1, batch.shape[-1])
-            if patch_fraction < 1.0:
-                keep = max(1, int(round(patch_fraction * len(batch))))
-                subset = torch.randperm(len(batch), generator=order_generator)[:keep]
-                batch = batch[subset.to(batch.device)]
+            normal, synthetic = steps.patches(order[start : start + batch_size])
             normal_scores, anomalous_scores = _discriminate(
-                batch, scaler, adaptor, discriminator, sigma, noise_generator, device
+                normal, synthetic, scaler, adaptor, discriminator, settings.sigma, noise_generator, device
             )
-            loss = truncated_l1_loss(normal_scores, anomalous_scores, margin)
+            loss = truncated_l1_loss(normal_scores, anomalous_scores, settings.margin)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
             if averager is not None:
                 averager.update()
             total += loss.detach() * len(order[start : start + batch_size])
@@ -162,7 +205,13 @@ def train_discriminator(
         if validation_features is not None:
             with averager.swapped() if averager is not None else contextlib.nullcontext():
                 held_out = validation_loss(
-                    validation_features, scaler, adaptor, discriminator, sigma, margin, seed
+                    validation_features,
+                    scaler,
+                    adaptor,
+                    discriminator,
+                    sigma=settings.sigma,
+                    margin=settings.margin,
+                    seed=settings.seed,
                 )
             history.validation.append(held_out)
         if progress:
@@ -175,9 +224,7 @@ def train_discriminator(
     if averager is not None:
         averager.copy_to_parameters()
     adaptor.eval()
-    _recompute_batchnorm_statistics(
-        features, scaler, adaptor, discriminator, batch_size, sigma, noise_generator, device
-    )
+    _recompute_batchnorm_statistics(steps, scaler, adaptor, discriminator, noise_generator, device)
     discriminator.eval()
     return history
 
@@ -224,9 +271,10 @@ def validation_loss(
     scaler: nn.Module,
     adaptor: nn.Module,
     discriminator: nn.Module,
+    *,
     sigma: float | tuple[float, ...],
-    margin: float = 0.5,
-    seed: int = 0,
+    margin: float,
+    seed: int,
     max_patches: int = _VALIDATION_PATCHES,
 ) -> float:
     """Held-out criterion: the truncated L1 loss on held-out normal patches against copies
@@ -262,7 +310,7 @@ def validation_loss(
     discriminator.train()
     try:
         normal_scores, anomalous_scores = _discriminate(
-            patches, scaler, adaptor, discriminator, half, noise_generator, device
+            patches, None, scaler, adaptor, discriminator, half, noise_generator, device
         )
         return float(truncated_l1_loss(normal_scores, anomalous_scores, margin))
     finally:
@@ -278,32 +326,35 @@ def _batch_norms(module: nn.Module) -> list[nn.Module]:
     return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
-def _discriminate(patches, scaler, adaptor, discriminator, sigma, generator, device):
-    """Discriminator outputs for adapted patches ``q`` and their noised copies ``q⁻``.
+def _discriminate(patches, synthetic, scaler, adaptor, discriminator, sigma, generator, device):
+    """Discriminator outputs for adapted patches ``q`` and for anomalous features: their noised
+    copies ``q⁻`` and, when given, the adapted ``synthetic`` features.
 
-    ``q`` and ``q⁻`` pass in one batch, as in the official code, so BatchNorm's statistics
-    cover both; the statistics pass after training must see exactly what training saw.
+    Everything passes in one batch, as in the official code, so BatchNorm's statistics cover
+    it all; the statistics pass after training must see exactly what training saw.
 
     Returns
     -------
-    normal_scores, anomalous_scores : Tensor, shape (n_patches,) each
+    normal_scores : Tensor, shape (n_patches,)
+    anomalous_scores : Tensor, shape (n_patches + n_synthetic,)
     """
     normal = adaptor(scaler(patches.to(device, non_blocking=True).float()))
-    anomalous = add_gaussian_noise(normal, sigma, generator)
-    scores = discriminator(torch.cat([normal, anomalous]))
+    parts = [normal, add_gaussian_noise(normal, sigma, generator)]
+    if synthetic is not None:
+        parts.append(adaptor(scaler(synthetic.to(device, non_blocking=True).float())))
+    scores = discriminator(torch.cat(parts))
     return scores[: len(normal)], scores[len(normal) :]
 
 
 @torch.no_grad()
-def _recompute_batchnorm_statistics(
-    features, scaler, adaptor, discriminator, batch_size, sigma, generator, device
-):
+def _recompute_batchnorm_statistics(steps: _Steps, scaler, adaptor, discriminator, generator, device):
     """Set BatchNorm's running statistics to the final weights' averages over the training batches.
 
     The running averages lag the weights: after few training steps they are still close to
     their initial values, and the inference-mode discriminator is then arbitrary (it can
-    even rank anomalies as normal). One pass over the training batches, normal and noised
-    as in training, without gradients, gives the exact averages for the weights kept.
+    even rank anomalies as normal). One pass over the training batches, every patch of each,
+    normal, noised and synthetic in the proportions of training, without gradients, gives
+    the exact averages for the weights kept.
     """
     norms = _batch_norms(discriminator)
     if not norms:
@@ -313,9 +364,13 @@ def _recompute_batchnorm_statistics(
         norm.reset_running_stats()
         norm.momentum = None  # cumulative average over the pass
     discriminator.train()
-    for start in range(0, features.shape[0], batch_size):
-        patches = features[start : start + batch_size].reshape(-1, features.shape[-1])
-        _discriminate(patches, scaler, adaptor, discriminator, sigma, generator, device)
+    n_images = steps.features.shape[0]
+    for start in range(0, n_images, steps.settings.batch_size):
+        images = torch.arange(start, min(start + steps.settings.batch_size, n_images))
+        normal, synthetic = steps.patches(images, subset=False)
+        _discriminate(
+            normal, synthetic, scaler, adaptor, discriminator, steps.settings.sigma, generator, device
+        )
     for norm, momentum in zip(norms, momenta):
         norm.momentum = momentum
 

@@ -20,9 +20,11 @@ def make_model(backbone="resnet18", layers=None, feature_dim=1536, hidden_dim=48
     weights = "DEFAULT" if backbone == "efficientnet_lite0" else None
     extractor = build_feature_extractor(backbone, layers, weights)
     with torch.no_grad():
-        width = embed_patches(extractor(torch.rand(1, 3, 64, 64)), 3, feature_dim).shape[1]
+        maps = extractor(torch.rand(1, 3, 64, 64))
+        width = embed_patches(maps, patch_size=3, count_padding=True, feature_dim=feature_dim).shape[1]
     settings = dict(
         patch_size=3,
+        count_padding=True,
         adaptor_bias=False,
         adaptor_init="xavier",
         smoothing_sigma=4.0,
@@ -87,8 +89,9 @@ def assert_close(folded, reference, atol=1e-4):
     ],
     ids=["default", "pooled", "three-levels", "one-level", "p5-bias", "p1", "wide", "narrow", "effnet"],
 )
-def test_folded_head_matches_reference_path(config):
-    model = make_model(**config)
+@pytest.mark.parametrize("count_padding", [True, False], ids=["padding-counted", "inside-only"])
+def test_folded_head_matches_reference_path(config, count_padding):
+    model = make_model(**{**config, "count_padding": count_padding})
     images = torch.rand(3, 3, 72, 88, generator=torch.Generator().manual_seed(5))
     folded, reference = both_paths(model, images)
     assert_close(folded, reference)
@@ -115,6 +118,22 @@ def test_folded_head_in_chunks_of_one_image_matches_reference_path(config, monke
     folded, reference = both_paths(model, images)
     assert_close(folded, reference)
     assert reference[1].std() > 1e-3
+
+
+@pytest.mark.parametrize("hidden_dim", [200, 16], ids=["pooled-before-projecting", "pooled-after"])
+def test_folded_patch_scores_match_at_the_border_under_either_rule(hidden_dim):
+    images = torch.rand(2, 3, 64, 80, generator=torch.Generator().manual_seed(8))
+    border = {}
+    for count_padding in (True, False):
+        model = make_model(hidden_dim=hidden_dim, count_padding=count_padding)
+        with torch.inference_mode():
+            folded = model.folded_head.scores_from_layer_maps(model.layer_maps(images))
+        with torch.enable_grad():
+            reference = model.patch_scores(model.patch_features(images).permute(0, 2, 3, 1)).detach()
+        torch.testing.assert_close(folded, reference, rtol=0, atol=1e-4)
+        border[count_padding] = reference[:, [0, -1]], reference[:, 1:-1, [0, -1]]
+    # The two rules give other scores at the border (and the same ones well inside).
+    assert (border[True][0] - border[False][0]).abs().max() > 1e-2
 
 
 def test_patch_scores_of_cached_features_use_the_fold():
@@ -256,5 +275,19 @@ def test_models_pickled_under_the_old_attribute_names_unpickle():
     old = SimpleNetModel.__new__(SimpleNetModel)
     old.__setstate__(state)
     assert (old.feature_dim, old.image_score, old.precision) == (1536, 0.01, "float32")
+    with torch.inference_mode():
+        assert_close(old(images), expected, atol=0)
+
+
+def test_models_pickled_before_count_padding_keep_averaging_inside_the_map():
+    model = make_model(count_padding=False)
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(6))
+    with torch.inference_mode():
+        expected = model(images)
+    state = model.__getstate__()
+    del state["count_padding"]
+    old = SimpleNetModel.__new__(SimpleNetModel)
+    old.__setstate__(state)
+    assert old.count_padding is False
     with torch.inference_mode():
         assert_close(old(images), expected, atol=0)

@@ -22,7 +22,7 @@ from torch import nn
 import sksimplenet
 from sksimplenet import ModelFileError, SimpleNetDetector, load, persistence
 
-from .conftest import FAST
+from .conftest import FAST, TINY
 
 FITTED_ATTRIBUTES = (
     "offset_",
@@ -173,8 +173,9 @@ def test_files_written_before_batch_norm_folding_still_load(stripes, tmp_path, m
     assert any(name.endswith(".running_var") and name.startswith("extractor.") for name in tensors)
     restored = load(tmp_path / "old.safetensors")
     assert not any(isinstance(m, nn.BatchNorm2d) for m in restored.model_.extractor.modules())
+    # Equal up to the rounding of folding (absolute: some scores are near 0).
     np.testing.assert_allclose(
-        restored.score_samples(images[25:35]), old.score_samples(images[25:35]), rtol=1e-4
+        restored.score_samples(images[25:35]), old.score_samples(images[25:35]), rtol=1e-4, atol=1e-5
     )
     np.testing.assert_allclose(restored.anomaly_map(images[25:27]), old.anomaly_map(images[25:27]), atol=1e-4)
 
@@ -277,6 +278,27 @@ def test_file_from_before_held_out_images_loads_with_what_that_fit_amounts_to(mo
     np.testing.assert_array_equal(older.predict(images), load(model_file).predict(images))
 
 
+def test_files_from_before_count_padding_keep_the_rule_they_were_fitted_with(stripes, tmp_path):
+    images = stripes[0]
+    inside_only = SimpleNetDetector(**TINY, count_padding=False).fit(images[:12])
+    inside_only.save(tmp_path / "current.safetensors")
+    older = load(
+        rewrite(
+            tmp_path / "current.safetensors",
+            tmp_path / "older.safetensors",
+            edit_header=lambda header: header["params"].pop("count_padding"),
+        )
+    )
+    assert older.count_padding is False and older.model_.count_padding is False
+    np.testing.assert_array_equal(
+        older.score_samples(images[30:36]), inside_only.score_samples(images[30:36])
+    )
+    # Scored with the new rule instead, the same weights give other scores.
+    older.model_.count_padding = True
+    older.model_.eval()
+    assert np.abs(older.score_samples(images[30:36]) - inside_only.score_samples(images[30:36])).max() > 1e-4
+
+
 def test_unknown_parameter(model_file, tmp_path):
     newer = rewrite(
         model_file,
@@ -307,6 +329,7 @@ def test_a_pickle_is_refused_without_being_executed(tmp_path):
     with pytest.raises(ModelFileError, match="is not a readable model file"):
         load(tmp_path / "model.safetensors")
     assert not marker.exists()
+
 
 
 def test_missing_file(tmp_path):
