@@ -1,10 +1,9 @@
-"""Helpers shared by the benchmark scripts: MTD data at network resolution, feature cache, baseline."""
+"""Helpers shared by the benchmark scripts: data sets, the reference's features, settings."""
 
 from __future__ import annotations
 
 import ast
 import copy
-import time
 from pathlib import Path
 from unittest import mock
 
@@ -59,61 +58,27 @@ def library_backbone(backbone: str, weights=None):
 
 
 @torch.inference_mode()
-def extract(
+def layer_features(
     paths,
     backbone="efficientnet_lite0",
     layers=None,
-    resize=256,
-    crop_size=224,
-    patch_size=3,
-    feature_dim=1536,
+    weights="DEFAULT",
+    resize=(224, 224),
+    crop_size=None,
     batch=32,
-    workers=0,
 ) -> torch.Tensor:
-    """Patch features (n, h, w, c) float16 for image files, the neighbourhood mean counting the
-    zero padding as the official code's unfolding does."""
-    extractor = build_feature_extractor(backbone, layers)
-    loader = torch.utils.data.DataLoader(
-        ImageDataset(list(paths), resize, crop_size), batch_size=batch, num_workers=workers
-    )
+    """Patch features ``(n, h, w, c)`` float16 of image files, embedded as the official code
+    embeds them: each level's 3 x 3 neighbourhood mean counting the zero padding (unfolding
+    with padding), levels resized to the largest map and concatenated."""
+    extractor = build_feature_extractor(backbone, layers, weights)
+    loader = torch.utils.data.DataLoader(ImageDataset(list(paths), resize, crop_size), batch_size=batch)
     chunks = [
-        embed_patches(extractor(x), patch_size=patch_size, count_padding=True, feature_dim=feature_dim)
+        embed_patches(extractor(x), patch_size=3, count_padding=True, feature_dim=None)
         .permute(0, 2, 3, 1)
         .half()
         for x in loader
     ]
     return torch.cat(chunks)
-
-
-def cached_features(
-    seed: int, cache_dir: Path, dataset: str = "mtd", **kwargs
-) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """Train and test features of one split of ``dataset``, cached on disk by split and settings."""
-    split = dataset_split(dataset, seed)
-    key = "_".join(f"{k}={v}" for k, v in sorted(kwargs.items())).replace("/", "-").replace(" ", "")
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tag = Path(dataset).name
-    path = cache_dir / f"{tag}_seed{seed}_{key}.pt"
-    if path.exists():
-        data = torch.load(path)
-    else:
-        # Features of every image once; splits index into them.
-        everything = sorted(set(split["train_paths"]) | set(split["test_paths"]))
-        all_path = cache_dir / f"{tag}_all_{key}.pt"
-        if all_path.exists():
-            table = torch.load(all_path)
-        else:
-            start = time.perf_counter()
-            table = {"paths": everything, "features": extract(everything, **kwargs)}
-            print(f"extracted {len(everything)} images in {time.perf_counter() - start:.0f}s")
-            torch.save(table, all_path)
-        index = {p: i for i, p in enumerate(table["paths"])}
-        data = {
-            "train": table["features"][[index[p] for p in split["train_paths"]]],
-            "test": table["features"][[index[p] for p in split["test_paths"]]],
-        }
-        torch.save(data, path)
-    return data["train"], data["test"], split
 
 
 @torch.inference_mode()

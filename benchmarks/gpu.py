@@ -83,7 +83,7 @@ def fit_times(args, device, images) -> SimpleNetDetector:
     return detector
 
 
-def throughput(detector, device, images, repeats: int) -> None:
+def throughput(detector, device, images, repeats: int, precisions=PRECISIONS) -> None:
     model = detector.model_
     rows, latency = [], {}
     for batch_size in BATCHES:
@@ -104,7 +104,7 @@ def throughput(detector, device, images, repeats: int) -> None:
 
         times = timed(backbone, device, n)
         rows.append((batch_size, "float32", "backbone", *rates(times, batch_size)))
-        for precision in PRECISIONS:
+        for precision in precisions:
             detector.set_params(precision=precision)
             model.precision = precision  # the network alone does not go through the estimator
             for name, function in (("network", network), ("estimator", estimator)):
@@ -129,11 +129,13 @@ def rates(times: list[float], batch_size: int) -> tuple[str, str]:
     return f"{1000 * median:.2f}", f"{batch_size / median:.1f}"
 
 
-def precision_effect(detector, images) -> None:
+def precision_effect(detector, images, precisions=PRECISIONS) -> None:
     batch = images[:64]
     reference = detector.set_params(precision="float32").anomaly_map(batch, return_scores=True)[1]
     rows = []
-    for precision in PRECISIONS[1:]:
+    for precision in precisions:
+        if precision == "float32":
+            continue
         scores = detector.set_params(precision=precision).anomaly_map(batch, return_scores=True)[1]
         rows.append((precision, f"{np.abs(scores - reference).max() / reference.std():.3f}"))
     detector.set_params(precision="float32")
@@ -141,7 +143,7 @@ def precision_effect(detector, images) -> None:
     print(table(rows, ("precision", "max |score change| / score std")))
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -150,7 +152,8 @@ def main() -> None:
     parser.add_argument("--backbone", default="wide_resnet50_2", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, default=256, help=argparse.SUPPRESS)
     parser.add_argument("--device", default="cuda", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS))
+    args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit(
@@ -167,8 +170,8 @@ def main() -> None:
     )
     detector = fit_times(args, device, images)
     test, _, _ = make_synthetic(64, 0, texture="object", size=args.size, random_state=1)
-    throughput(detector, device, test, repeats)
-    precision_effect(detector, test)
+    throughput(detector, device, test, repeats, args.precisions)
+    precision_effect(detector, test, args.precisions)
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
 
 

@@ -27,7 +27,8 @@ import time
 
 import numpy as np
 import torch
-from suite import run
+from common import parse_settings
+from quality import run
 from timing import briefly_fitted, table
 
 from sksimplenet.precision import backbone_dtype, cpu_capabilities, missing_feature
@@ -50,13 +51,13 @@ def precisions_to_measure(emulated: bool, names: list[str]) -> list[str]:
     return chosen
 
 
-def quality(datasets: list[str], seeds: list[int], precisions: list[str]) -> None:
+def quality(datasets: list[str], seeds: list[int], precisions: list[str], settings: dict) -> None:
     rows = []
     for dataset in datasets:
         for seed in seeds:
             results = {}
             for precision in precisions:
-                params = {"backbone": "efficientnet_lite0", "precision": precision}
+                params = {"backbone": "efficientnet_lite0", **settings, "precision": precision}
                 results[precision] = run(dataset, seed, params, reference=False)
             base = results["float32"]
             for precision, row in results.items():
@@ -103,7 +104,7 @@ def speed(backbones: list[str], precisions: list[str], batch: int, rounds: int) 
     print(table(rows, ("backbone", "precision", "images/s", "x float32")))
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -117,8 +118,11 @@ def main() -> None:
         "--precisions", nargs="+", default=list(REDUCED), help="reduced precisions to compare with float32"
     )
     parser.add_argument("--skip-quality", action="store_true", help="speed only")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="NAME=VALUE", help="a detector parameter (quality)"
+    )
     parser.add_argument("--skip-speed", action="store_true", help="quality only")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     capabilities = cpu_capabilities()
     flags = ", ".join(f"{flag}={'yes' if capabilities.get(flag) else 'no'}" for flag in FLAGS)
@@ -128,7 +132,7 @@ def main() -> None:
     if not args.skip_speed:
         speed(args.backbones, precisions, args.batch, args.rounds)
     if not args.skip_quality:
-        quality(args.datasets, args.seeds, precisions)
+        quality(args.datasets, args.seeds, precisions, parse_settings(args.set))
 
 
 if __name__ == "__main__":

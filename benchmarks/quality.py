@@ -1,0 +1,214 @@
+"""How good is SimpleNet on real data, with its defaults and their variants, beside the reference?
+
+For each data set, seed and variant, ``SimpleNetDetector`` (on the offline
+``efficientnet_lite0`` backbone unless ``--backbone`` says otherwise) is fitted on the
+training images with its defaults changed only as the variant says, and scores the test
+images with the model ``fit`` returns; ``predict``'s threshold is the one ``fit`` set from
+its held-out training images. Nothing looks at test labels before the metrics.
+
+The reference is the strongest honest nearest-neighbour method on the same frozen layer maps,
+as PatchCore's authors' code computes it: each level's 3 × 3 neighbourhood mean counting the
+zero padding (the official unfold embedding), levels resized to the larger map and
+concatenated, the distance of each test patch to its nearest neighbour in a random 10 %
+memory bank of all training patches, image score = the largest raw patch distance, maps
+upsampled and smoothed like SimpleNet's.
+
+Data sets: ``mtd`` (the Magnetic Tile Defect data, seeded 80/20 split of its normal images,
+through :func:`sksimplenet.datasets.load_mtd`), ``elpv`` (``../shared/datasets/elpv``), or
+the path of any folder in the MVTec AD layout (a category folder holding ``train/`` and
+``test/``). The split of a folder is fixed; its seeds vary the training.
+
+Usage::
+
+    python benchmarks/quality.py                                  # defaults: mtd and elpv, seeds 0 1 2
+    python benchmarks/quality.py --variants defaults "no synthetic defects" --no-reference
+    python benchmarks/quality.py --datasets /data/mvtec/bottle --seeds 0 --set sigma=0.5
+    python benchmarks/quality.py --list-variants
+    python benchmarks/quality.py --crop-coverage 256 224      # MTD defect pixels a centre crop keeps
+
+``--crop-coverage RESIZE CROP`` answers why the default input is the whole image: for every
+defect mask of the MTD test split (seed 0) the crop's box is mapped back onto the image with
+:func:`sksimplenet.image_io.crop_box`; it counts the masks entirely outside the crop and the
+share of defect pixels inside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from common import dataset_split, knn_baseline, layer_features, mtd_split, parse_settings
+from PIL import Image
+
+from sksimplenet import SimpleNetDetector
+from sksimplenet.image_io import crop_box
+from sksimplenet.metrics import image_auroc, masks_at_map_resolution, pixel_auroc
+
+#: Named variants: changes to the defaults (docs/quality.md reports each).
+VARIANTS = {
+    "defaults": {},
+    "no synthetic defects": {"synthetic_defects": 0.0},
+    "synthetic defects, identity adaptor": {"adaptor_init": "identity"},
+    "two synthetic defect images per training image": {"synthetic_defects": 2.0},
+    "synthetic share 0.25": {"synthetic_share": 0.25},
+    "synthetic share 1.0": {"synthetic_share": 1.0},
+    "padding not counted": {"count_padding": False},
+    "paper (PAPER_PARAMS)": "paper",
+}
+
+
+def variant_params(name: str) -> dict:
+    from sksimplenet import PAPER_PARAMS
+
+    changes = VARIANTS[name]
+    return dict(PAPER_PARAMS) if changes == "paper" else dict(changes)
+
+
+def reference_row(split: dict, detector: SimpleNetDetector, masks, seed: int) -> dict:
+    """The nearest-neighbour reference on the detector's backbone and input size."""
+    settings = dict(backbone=detector.backbone, layers=detector.layers, resize=detector.resize)
+    settings.update(crop_size=detector.crop_size, weights=detector.weights)
+    train = layer_features(split["train_paths"], **settings)
+    test = layer_features(split["test_paths"], **settings)
+    scores, maps = knn_baseline(train, test, size=detector.input_size_, seed=seed)
+    labels = split["test_labels"]
+    return {
+        "reference_image_auroc": image_auroc(labels, scores),
+        "reference_pixel_auroc": pixel_auroc(masks, maps) if masks is not None else None,
+    }
+
+
+def run(dataset: str, seed: int, params: dict, reference: bool) -> dict:
+    """One fit and evaluation: AUROCs, FPR and recall at the threshold, fit seconds."""
+    split = dataset_split(dataset, seed)
+    labels = split["test_labels"]
+    detector = SimpleNetDetector(**{**params, "random_state": seed})
+    start = time.perf_counter()
+    detector.fit(split["train_paths"])
+    fit_seconds = time.perf_counter() - start
+    maps, scores = detector.anomaly_map(split["test_paths"], return_scores=True)
+    masks = masks_at_map_resolution(
+        split["test_masks"], labels, detector.resize, detector.crop_size, [m.shape for m in maps]
+    )
+    flagged = scores > detector.threshold_  # what predict answers -1 for
+    normal = labels == 1
+    row = {
+        "dataset": Path(dataset).name,
+        "seed": seed,
+        "image_auroc": image_auroc(labels, scores),
+        "pixel_auroc": pixel_auroc(masks, maps) if masks is not None else None,
+        "fpr": float(flagged[normal].mean()),
+        "recall": float(flagged[~normal].mean()),
+        "fit_seconds": fit_seconds,
+        "epochs": len(detector.loss_history_),
+    }
+    if reference:
+        row.update(reference_row(split, detector, masks, seed))
+    return row
+
+
+def crop_coverage(resize: int, crop_size: int, root=None) -> str:
+    """How many MTD defect masks (split seed 0) lie outside a centre crop, and the share of defect
+    pixels inside it."""
+    split = mtd_split(0) if root is None else mtd_split(0, root)
+    masks = outside = seen = total = 0
+    for path, label in zip(split["test_masks"], split["test_labels"]):
+        mask = np.asarray(Image.open(path).convert("L")) > 0 if label == -1 else None
+        if mask is None or not mask.any():
+            continue
+        top, left, bottom, right = (int(round(v)) for v in crop_box(mask.shape, resize, crop_size))
+        inside = int(mask[top:bottom, left:right].sum())
+        masks += 1
+        outside += inside == 0
+        seen += inside
+        total += int(mask.sum())
+    return (
+        f"resize={resize}, crop_size={crop_size}: {outside} of {masks} non-empty defect masks lie "
+        f"entirely outside the crop; {seen / total:.1%} of the defect pixels are inside it"
+    )
+
+
+def _cell(rows: list[dict], key: str) -> str:
+    values = [row[key] for row in rows if row.get(key) is not None]
+    if not values:
+        return "—"
+    return f"{np.mean(values):.3f} ± {np.std(values):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
+
+
+SUMMARY_KEYS = (
+    "image_auroc",
+    "reference_image_auroc",
+    "pixel_auroc",
+    "reference_pixel_auroc",
+    "fpr",
+    "recall",
+)
+
+
+def summary(rows: list[dict]) -> str:
+    """A markdown table: mean ± std over seeds per data set and variant."""
+    lines = [
+        "| data set | variant | seeds | image AUROC | reference | pixel AUROC | reference | "
+        "FPR at threshold | recall at threshold | fit seconds |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key in dict.fromkeys((row["dataset"], row["variant"]) for row in rows):
+        group = [row for row in rows if (row["dataset"], row["variant"]) == key]
+        cells = " | ".join(_cell(group, name) for name in SUMMARY_KEYS)
+        seconds = np.mean([row["fit_seconds"] for row in group])
+        lines.append(f"| {key[0]} | {key[1]} | {len(group)} | {cells} | {seconds:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", default=["mtd", "elpv"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--backbone", default="efficientnet_lite0")
+    parser.add_argument("--variants", nargs="+", default=["defaults"], metavar="NAME", help="named variants")
+    parser.add_argument("--list-variants", action="store_true", help="print the named variants and exit")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a detector parameter, for every variant",
+    )
+    parser.add_argument("--no-reference", action="store_true", help="skip the nearest-neighbour reference")
+    parser.add_argument("--json", type=Path, help="write every row to this file")
+    parser.add_argument("--crop-coverage", type=int, nargs=2, metavar=("RESIZE", "CROP"), help="and exit")
+    args = parser.parse_args(argv)
+    if args.crop_coverage:
+        print(crop_coverage(*args.crop_coverage))
+        return
+    if args.list_variants:
+        for name in VARIANTS:
+            print(f"{name}: {variant_params(name)}")
+        return
+    unknown = [name for name in args.variants if name not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variants {unknown}; --list-variants lists them")
+    common = {"backbone": args.backbone, "device": "cpu", **parse_settings(args.set)}
+    print("parameters of every variant (others at their defaults):", common, flush=True)
+
+    rows = []
+    for dataset in args.datasets:
+        for seed in args.seeds:
+            for index, variant in enumerate(args.variants):
+                params = {**variant_params(variant), **common}
+                # The reference does not depend on the variant: once per data set and seed.
+                row = run(dataset, seed, params, reference=not args.no_reference and index == 0)
+                rows.append({"variant": variant, **row})
+                shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in rows[-1].items()}
+                print(json.dumps(shown), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps({"parameters": repr(common), "rows": rows}, indent=2))
+    print()
+    print(summary(rows))
+
+
+if __name__ == "__main__":
+    main()
