@@ -32,8 +32,7 @@ import time
 
 import numpy as np
 
-from sksimplenet import PAPER_PARAMS, SimpleNetDetector
-from sksimplenet.cli import evaluate_detector
+from sksimplenet import PAPER_PARAMS, SimpleNetDetector, evaluate
 from sksimplenet.datasets import list_mvtec_categories, load_mvtec
 
 COLUMNS = (("I-AUROC", "image_auroc"), ("P-AUROC", "pixel_auroc"), ("AUPRO", "aupro"))
@@ -75,8 +74,8 @@ def main(argv: list[str] | None = None) -> None:
         )
         start = time.perf_counter()
         detector.fit(split["train_paths"])
-        metrics = evaluate_detector(detector, split["test_paths"], split["test_labels"], split["test_masks"])
-        metrics["seconds"] = time.perf_counter() - start
+        result = evaluate(detector, split["test_paths"], split["test_labels"], masks=split["test_masks"])
+        metrics = dict(result.metrics, seconds=time.perf_counter() - start)
         results[category] = metrics
         print(row(category, metrics), flush=True)
     mean = {

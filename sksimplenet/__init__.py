@@ -11,7 +11,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
-__all__ = ["SimpleNetDetector", "PAPER_PARAMS", "ModelFileError", "load", "__version__"]
+__all__ = ["SimpleNetDetector", "PAPER_PARAMS", "ModelFileError", "evaluate", "load", "save", "__version__"]
 
 # Public name -> the submodule that defines it.
 _LAZY = {
@@ -19,11 +19,14 @@ _LAZY = {
     "PAPER_PARAMS": ".detector",
     "ModelFileError": ".persistence",
     "load": ".persistence",
+    "save": ".persistence",
+    "evaluate": ".inspection",
 }
 
 if TYPE_CHECKING:  # what static tools see; at run time the names come from __getattr__
     from .detector import PAPER_PARAMS, SimpleNetDetector
-    from .persistence import ModelFileError, load
+    from .inspection import evaluate
+    from .persistence import ModelFileError, load, save
 
 
 def __getattr__(name: str):

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 from collections.abc import Callable
 
+import numpy as np
 from sklearn.utils._param_validation import Interval, Options
 
 
@@ -73,3 +75,49 @@ def is_size(value) -> bool:
 
 
 SIZE = Rule(is_size, "a positive int or a (height, width) pair of them")
+
+
+FINITE = Number(numbers.Real, None, None, closed="neither")
+
+
+def is_number_list(value) -> bool:
+    """Whether ``value`` is a list of finite numbers."""
+    return isinstance(value, list) and all(FINITE.is_satisfied_by(v) for v in value)
+
+
+def integer_tuple(length: int, maximum: int | None = None) -> Callable[[object], bool]:
+    """A predicate: a tuple of ``length`` ints >= 1 (and <= ``maximum``)."""
+
+    def check(value) -> bool:
+        return (
+            isinstance(value, tuple)
+            and len(value) == length
+            and all(is_integer(v) and (maximum is None or v <= maximum) for v in value)
+        )
+
+    return check
+
+
+def is_vector(value, kinds: str) -> bool:
+    """Whether ``value`` is a 1-D NumPy array whose dtype kind is one of ``kinds``."""
+    return isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype.kind in kinds
+
+
+def is_provenance(value) -> bool:
+    """Whether ``value`` is ``{"files": [{"path", "sha256"}, ...], "split": dict or None}``."""
+    if not (isinstance(value, dict) and set(value) == {"files", "split"}):
+        return False
+    files, split = value["files"], value["split"]
+    files_ok = isinstance(files, list) and all(
+        isinstance(entry, dict)
+        and set(entry) == {"path", "sha256"}
+        and isinstance(entry["path"], str)
+        and isinstance(entry["sha256"], str)
+        and re.fullmatch(r"[0-9a-f]{64}", entry["sha256"]) is not None
+        for entry in files
+    )
+    split_ok = split is None or (
+        isinstance(split, dict)
+        and all(isinstance(v, (str, int, float, bool, type(None))) for v in split.values())
+    )
+    return files_ok and split_ok

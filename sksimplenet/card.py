@@ -85,3 +85,18 @@ def model_card(detector) -> str:
     lines = [f"{type(detector).__name__} (fitted)"]
     lines += [f"  {name:<{width}} : {value}" for name, value in rows]
     return "\n".join(lines)
+
+
+def fit_results(detector) -> str:
+    """What a fit ended with, as a markdown table: epochs, the last training loss and held-out
+    criterion, and the decision threshold (the command line's ``fit`` prints it)."""
+    check_is_fitted(detector, "model_")
+    rows = [("epochs", f"{len(detector.loss_history_)}")]
+    if detector.loss_history_:
+        rows.append(("training loss (last epoch)", f"{detector.loss_history_[-1]:.6g}"))
+    if detector.validation_history_:
+        rows.append(("held-out criterion (last epoch)", f"{detector.validation_history_[-1]:.6g}"))
+    rows.append(("threshold (image anomaly score)", f"{detector.threshold_:.6g}"))
+    return "\n".join(
+        ["| result | value |", "| --- | ---: |"] + [f"| {name} | {value} |" for name, value in rows]
+    )

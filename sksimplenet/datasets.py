@@ -162,12 +162,18 @@ def load_mtd(root, *, train_fraction: float = 0.8, random_state: int = 0) -> dic
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
-def image_files(folder: Path) -> list[Path]:
-    """Image files directly in ``folder`` (extension case-insensitive, hidden files skipped), sorted."""
+def image_files(folder: Path, recursive: bool = False) -> list[Path]:
+    """Image files in ``folder`` (extension case-insensitive, hidden files and folders skipped), sorted.
+
+    ``recursive``: also those of its subfolders, at any depth (sorted by path).
+    """
+    candidates = Path(folder).rglob("*") if recursive else Path(folder).iterdir()
     return sorted(
         p
-        for p in folder.iterdir()
-        if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()
+        for p in candidates
+        if p.suffix.lower() in IMAGE_EXTENSIONS
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        and p.is_file()
     )
 
 
@@ -424,6 +430,59 @@ def load_visa(
         "test_masks": test_masks,
         "test_categories": test_categories,
     }
+
+
+LAYOUTS = ("mvtec", "mtd", "visa", "folder")
+
+
+def load_layout(
+    root: str | os.PathLike,
+    layout: str,
+    *,
+    category: str | None = None,
+    split_csv: str | os.PathLike = "split_csv/1cls.csv",
+    split_seed: int = 0,
+) -> dict:
+    """A data set in one of the :data:`LAYOUTS`, split into training and test images.
+
+    Parameters
+    ----------
+    root : path
+        The data set's folder.
+    layout : {"mvtec", "mtd", "visa", "folder"}
+        :func:`load_mvtec` (masks optional), :func:`load_mtd`, :func:`load_visa` or
+        :func:`load_folder`.
+    category : str, default=None
+        The category (``"mvtec"``) or object (``"visa"``); required by those two.
+    split_csv : path, default="split_csv/1cls.csv"
+        ``"visa"``: the split file, relative to ``root``.
+    split_seed : int, default=0
+        ``"mtd"``: the seed of the split.
+
+    Returns
+    -------
+    dict
+        The loader's dict, plus ``"settings"``: what decides the split (the layout and the
+        options above that it uses), as ``fit`` records it in ``provenance_["split"]``.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    settings: dict = {"layout": layout}
+    if layout in ("mvtec", "visa"):
+        if not category:
+            raise ValueError(f"layout {layout!r} needs a category")
+        settings["category"] = category
+    if layout == "mvtec":
+        split = load_mvtec(root, category, require_masks=False)
+    elif layout == "visa":
+        settings["split_csv"] = os.fspath(split_csv)
+        split = load_visa(root, category, split_csv)
+    elif layout == "mtd":
+        settings["split_seed"] = split_seed
+        split = load_mtd(root, random_state=split_seed)
+    else:
+        split = load_folder(root)
+    return {**split, "settings": settings}
 
 
 def one_class_classes(root: str | os.PathLike) -> list[str]:

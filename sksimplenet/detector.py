@@ -11,6 +11,7 @@ import re
 import threading
 import time
 import warnings
+from typing import NamedTuple
 
 import joblib
 import numpy as np
@@ -20,9 +21,19 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Integral, Real, StrOptions, validate_parameter_constraints
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
-from torch.nn import functional as F
 
-from ._constraints import SIZE, Number, Rule, is_integer, is_positive_number
+from ._constraints import (
+    FINITE,
+    SIZE,
+    Number,
+    Rule,
+    integer_tuple,
+    is_integer,
+    is_number_list,
+    is_positive_number,
+    is_provenance,
+    is_vector,
+)
 from .backbones import build_feature_extractor
 from .cache import FeatureCache
 from .image_io import (
@@ -33,6 +44,7 @@ from .image_io import (
     image_size,
     raise_failures,
     size_pair,
+    to_original_size,
 )
 from .model import SimpleNetModel, make_model
 from .precision import PRECISIONS
@@ -241,6 +253,58 @@ PARAMETER_CONSTRAINTS: dict = {
     ],
     "random_state": ["random_state"],
     "verbose": ["verbose"],
+}
+
+
+class FittedAttribute(NamedTuple):
+    """One fitted attribute: its valid values, and what a fit from before it existed amounts to.
+
+    ``earlier``: :data:`REQUIRED` (every fit has it), :data:`OMITTED` (it needs what only
+    fit has, such as the training images: absent from older models), or a function of the
+    older model's other attributes giving the value that describes it.
+    """
+
+    rule: object
+    earlier: object
+
+
+REQUIRED, OMITTED = "required", "omitted"
+_INDICES = Rule(
+    lambda v: isinstance(v, list) and all(is_integer(i, minimum=0) for i in v), "a list of ints >= 0"
+)
+
+#: Every fitted attribute besides ``model_``: what ``fit`` sets, what a model file must or may
+#: hold and the values it may take (:mod:`sksimplenet.persistence`), and what models saved or
+#: pickled before an attribute existed get.
+FITTED_ATTRIBUTES = {
+    "loss_history_": FittedAttribute(Rule(is_number_list, "a list of finite numbers"), REQUIRED),
+    "validation_history_": FittedAttribute(Rule(is_number_list, "a list of finite numbers"), lambda a: []),
+    "feature_shape_": FittedAttribute(
+        Rule(integer_tuple(3), "a (height, width, feature_dim) tuple of ints >= 1"), REQUIRED
+    ),
+    "input_size_": FittedAttribute(
+        Rule(integer_tuple(2, 1 << 16), "a (height, width) tuple of ints in [1, 65536]"), REQUIRED
+    ),
+    "n_train_images_": FittedAttribute(Number(Integral, 1, None, closed="left"), REQUIRED),
+    "n_held_out_images_": FittedAttribute(Number(Integral, 0, None, closed="left"), lambda a: 0),
+    "held_out_indices_": FittedAttribute(_INDICES, lambda a: []),
+    "threshold_": FittedAttribute(FINITE, lambda a: -float(a["offset_"])),
+    "offset_": FittedAttribute(FINITE, REQUIRED),
+    "decision_scores_": FittedAttribute(
+        Rule(
+            lambda v: is_vector(v, "f") and bool(np.isfinite(v).all()), "a 1-D float array of finite numbers"
+        ),
+        OMITTED,
+    ),
+    "labels_": FittedAttribute(
+        Rule(lambda v: is_vector(v, "iu") and bool(np.isin(v, (0, 1)).all()), "a 1-D array of 0s and 1s"),
+        OMITTED,
+    ),
+    "provenance_": FittedAttribute(
+        Rule(is_provenance, "{'files': [{'path': str, 'sha256': str}, ...], 'split': dict or None}"),
+        lambda a: {"files": [], "split": None},
+    ),
+    "fit_time_": FittedAttribute(Number(Real, 0, None, closed="left"), REQUIRED),
 }
 
 
@@ -675,21 +739,36 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         provenance = {"files": training_files([images[p] for p in fitted_on]), "split": None}
 
         # Only now, with everything computed, does the estimator change.
-        self.model_ = model
-        self.loss_history_ = history.loss
-        self.validation_history_ = history.validation
-        self.feature_shape_ = feature_shape
-        self.input_size_ = input_size
-        self.n_train_images_ = n_trained
-        self.n_held_out_images_ = len(held_out)
-        self.held_out_indices_ = fitted_on[n_trained:]
-        self.threshold_ = threshold
-        self.offset_ = -threshold
-        self.decision_scores_ = decision_scores
-        self.labels_ = (decision_scores > threshold).astype(int)
-        self.provenance_ = provenance
-        self.fit_time_ = time.perf_counter() - start
+        self._set_fitted(
+            model,
+            loss_history_=history.loss,
+            validation_history_=history.validation,
+            feature_shape_=feature_shape,
+            input_size_=input_size,
+            n_train_images_=n_trained,
+            n_held_out_images_=len(held_out),
+            held_out_indices_=fitted_on[n_trained:],
+            threshold_=threshold,
+            offset_=-threshold,
+            decision_scores_=decision_scores,
+            labels_=(decision_scores > threshold).astype(int),
+            provenance_=provenance,
+            fit_time_=time.perf_counter() - start,
+        )
         return self
+
+    def _set_fitted(self, model: SimpleNetModel, **attributes) -> None:
+        """Set ``model_`` and every attribute of :data:`FITTED_ATTRIBUTES`, and nothing else."""
+        if set(attributes) != set(FITTED_ATTRIBUTES):
+            raise RuntimeError(f"fit sets {sorted(attributes)}, not {sorted(FITTED_ATTRIBUTES)}")
+        self.model_ = model
+        self.__dict__.update(attributes)
+
+    def _add_earlier_fitted_attributes(self) -> None:
+        """Give a model saved before some fitted attributes existed the values that describe it."""
+        for name, entry in FITTED_ATTRIBUTES.items():
+            if name not in self.__dict__ and callable(entry.earlier):
+                setattr(self, name, entry.earlier(self.__dict__))
 
     def _epochs(self, n_images: int) -> int:
         """``epochs``, with ``"auto"`` resolved for ``n_images`` training images."""
@@ -847,29 +926,22 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         """
         maps, scores, images = self._infer(X)
         if original_size:
-            maps = [self._to_original_size(m, image_size(image)) for m, image in zip(maps, images)]
+            maps = [
+                to_original_size(m, image_size(image), self.resize, self.crop_size)
+                for m, image in zip(maps, images)
+            ]
         arrays = [m.numpy().astype(np.float32, copy=False) for m in maps]
         if all(a.shape == arrays[0].shape for a in arrays):
             arrays = np.stack(arrays)
         return (arrays, scores) if return_scores else arrays
-
-    def _to_original_size(self, anomaly_map: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """The map on the image's own pixel grid; pixels the centre crop cut away are NaN."""
-        top, left, bottom, right = (int(round(v)) for v in crop_box(size, self.resize, self.crop_size))
-        seen = F.interpolate(
-            anomaly_map[None, None], size=(bottom - top, right - left), mode="bilinear", align_corners=False
-        )[0, 0]
-        if (top, left, bottom, right) == (0, 0, *size):
-            return seen
-        framed = torch.full(size, float("nan"), dtype=seen.dtype)
-        framed[top:bottom, left:right] = seen
-        return framed
 
     # ------------------------------------------------------------------ persistence
     def __setstate__(self, state):
         for name, value in EARLIER_VALUES.items():  # pickled before the parameter existed
             state.setdefault(name, value)
         super().__setstate__(state)
+        if "model_" in state:
+            self._add_earlier_fitted_attributes()
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -877,18 +949,3 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         if model is not None and next(model.parameters()).device.type != "cpu":
             state["model_"] = copy.deepcopy(model).cpu()
         return state
-
-    def save(self, path) -> None:
-        """Write the fitted detector to a safe (pickle-free) safetensors file.
-
-        Read it back with :func:`sksimplenet.load`; loading never executes code from the file.
-        See :func:`sksimplenet.persistence.save` for the format and its errors.
-
-        Parameters
-        ----------
-        path : str or path
-            Destination file (suggested extension: ``.safetensors``).
-        """
-        from .persistence import save
-
-        save(self, path)

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.transforms.v2 import functional as TF
 
@@ -374,6 +375,41 @@ def crop_box(
     top, left = int(round((resized_h - crop_h) / 2.0)), int(round((resized_w - crop_w) / 2.0))
     scale_y, scale_x = height / resized_h, width / resized_w
     return top * scale_y, left * scale_x, (top + crop_h) * scale_y, (left + crop_w) * scale_x
+
+
+def to_original_size(
+    anomaly_map: torch.Tensor,
+    size: tuple[int, int],
+    resize: int | Sequence[int] | None,
+    crop_size: int | Sequence[int] | None,
+) -> torch.Tensor:
+    """A map at the network's resolution put back onto its image's own pixel grid.
+
+    The inverse of :func:`preprocess` for maps: the map is resized bilinearly onto
+    :func:`crop_box`'s box; pixels the centre crop cut away were never seen and are NaN.
+
+    Parameters
+    ----------
+    anomaly_map : Tensor, shape (height, width)
+        At the network's input resolution.
+    size : (height, width)
+        The image's original size.
+    resize, crop_size
+        As given to :func:`preprocess`.
+
+    Returns
+    -------
+    Tensor, shape ``size``
+    """
+    top, left, bottom, right = (int(round(v)) for v in crop_box(size, resize, crop_size))
+    seen = F.interpolate(
+        anomaly_map[None, None], size=(bottom - top, right - left), mode="bilinear", align_corners=False
+    )[0, 0]
+    if (top, left, bottom, right) == (0, 0, *size):
+        return seen
+    framed = torch.full(size, float("nan"), dtype=seen.dtype)
+    framed[top:bottom, left:right] = seen
+    return framed
 
 
 def preprocess(

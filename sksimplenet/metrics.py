@@ -67,6 +67,14 @@ __all__ = [
 ]
 
 PER_IMAGE_COLUMNS = ("path", "defect_type", "label", "score", "predicted", "correct")
+#: How tables name the keys of :func:`evaluate`'s result.
+METRIC_LABELS = {
+    "image_auroc": "image AUROC",
+    "image_f1_max": "image F1-max",
+    "pixel_auroc": "pixel AUROC",
+    "aupro": "AUPRO",
+    "pixel_f1_max": "pixel F1-max",
+}
 
 DEFAULT_N_THRESHOLDS = 65_536
 
@@ -742,7 +750,8 @@ def evaluate(
     *,
     max_fpr: float = 0.3,
     n_thresholds: int = DEFAULT_N_THRESHOLDS,
-) -> dict[str, float]:
+    return_pro_curve: bool = False,
+):
     """Image metrics, and pixel metrics when masks are given, in one call.
 
     Parameters
@@ -760,18 +769,23 @@ def evaluate(
         Integration limit of AUPRO.
     n_thresholds : int, default=65536
         Score bins of the pixel metrics.
+    return_pro_curve : bool, default=False
+        Also return :func:`pro_curve`'s ``(fpr, pro, thresholds)`` (None without masks),
+        read off the same histograms.
 
     Returns
     -------
-    dict of str to float
+    metrics : dict of str to float
         ``image_auroc`` and ``image_f1_max``; with masks also ``pixel_auroc``, ``aupro`` and
         ``pixel_f1_max``. The pixel histograms are built once for all three.
+    curve : tuple of ndarray or None
+        Only with ``return_pro_curve``.
     """
     result = {"image_auroc": image_auroc(labels, scores), "image_f1_max": image_f1_max(labels, scores)}
     if masks is None:
         if maps is not None:
             raise ValueError("maps were given without masks")
-        return result
+        return (result, None) if return_pro_curve else result
     if maps is None:
         raise ValueError("masks were given without maps")
     max_fpr = _check_max_fpr(max_fpr)
@@ -783,4 +797,6 @@ def evaluate(
     result["pixel_auroc"] = _auroc_from(hist)
     result["aupro"] = _aupro_from(hist, max_fpr)
     result["pixel_f1_max"] = _f1_from(hist)
+    if return_pro_curve:
+        return result, (hist.fpr, _pro_from(hist), hist.thresholds)
     return result

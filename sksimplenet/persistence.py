@@ -10,12 +10,9 @@ with the rest:
 - ``package_version``: the ``sksimplenet.__version__`` that wrote the file,
 - ``params``: ``get_params()``; tuples, paths and torchvision weight enums are tagged so
   that they come back as the same types,
-- ``fitted``: the fitted attributes (``offset_``, ``threshold_``, ``loss_history_``,
-  ``validation_history_``, ``n_train_images_``, ``feature_shape_``, ``input_size_``,
-  ``fit_time_``, ``decision_scores_``, ``labels_``, ``provenance_``, ...), everything but
-  ``model_``. Files written before ``threshold_``, ``validation_history_``,
-  ``n_held_out_images_``, ``held_out_indices_`` and ``provenance_`` existed load with
-  ``-offset_``, ``[]``, 0, ``[]`` and no files; files without ``decision_scores_`` and
+- ``fitted``: the fitted attributes of :data:`~sksimplenet.detector.FITTED_ATTRIBUTES`
+  (everything but ``model_``). Files written before some of them existed load with the
+  value that table gives for earlier fits; files without ``decision_scores_`` and
   ``labels_`` (which need the training images) load without them.
 
 A SHA-256 digest of the JSON document and of every tensor is stored next to it, so a file
@@ -55,27 +52,25 @@ import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
-from sklearn.utils._param_validation import Integral, Real
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from ._constraints import Number, Rule, is_integer
+from ._constraints import is_integer
 from .backbones import build_feature_extractor
-from .detector import EARLIER_VALUES, PARAMETER_CONSTRAINTS, SimpleNetDetector, validate_params
+from .detector import (
+    EARLIER_VALUES,
+    FITTED_ATTRIBUTES,
+    PARAMETER_CONSTRAINTS,
+    REQUIRED,
+    SimpleNetDetector,
+    validate_params,
+)
 from .model import make_model
 
 FORMAT = "sksimplenet.SimpleNetDetector"
 FORMAT_VERSION = 1
 _DOCUMENT_KEY = "sksimplenet"
 _DIGEST_KEY = "sksimplenet.sha256"
-_REQUIRED_FITTED = (
-    "offset_",
-    "loss_history_",
-    "n_train_images_",
-    "feature_shape_",
-    "input_size_",
-    "fit_time_",
-)
 _TAGS = ("__tuple__", "__path__", "__ndarray__", "__weights__", "__module__")
 _DOCUMENT_KEYS = frozenset(
     {"format", "format_version", "package_version", "torch_version", "params", "fitted"}
@@ -87,71 +82,6 @@ _MAX_NESTING = 32  # save writes at most 4 levels (and one per dimension of an a
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 
 
-_FINITE = Number(Real, None, None, closed="neither")
-
-
-def _is_number_list(value) -> bool:
-    return isinstance(value, list) and all(_FINITE.is_satisfied_by(v) for v in value)
-
-
-def _is_integer_tuple(length: int, maximum: int | None = None):
-    def check(value) -> bool:
-        return (
-            isinstance(value, tuple)
-            and len(value) == length
-            and all(is_integer(v) and (maximum is None or v <= maximum) for v in value)
-        )
-
-    return check
-
-
-def _is_vector(value, kinds: str) -> bool:
-    return isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype.kind in kinds
-
-
-def _is_provenance(value) -> bool:
-    if not (isinstance(value, dict) and set(value) == {"files", "split"}):
-        return False
-    files, split = value["files"], value["split"]
-    files_ok = isinstance(files, list) and all(
-        isinstance(entry, dict)
-        and set(entry) == {"path", "sha256"}
-        and isinstance(entry["path"], str)
-        and isinstance(entry["sha256"], str)
-        and re.fullmatch(r"[0-9a-f]{64}", entry["sha256"]) is not None
-        for entry in files
-    )
-    split_ok = split is None or (
-        isinstance(split, dict)
-        and all(isinstance(v, (str, int, float, bool, type(None))) for v in split.values())
-    )
-    return files_ok and split_ok
-
-
-#: Every fitted attribute a model file may hold, with its valid values.
-FITTED_ATTRIBUTES = {
-    "offset_": _FINITE,
-    "threshold_": _FINITE,
-    "loss_history_": Rule(_is_number_list, "a list of finite numbers"),
-    "validation_history_": Rule(_is_number_list, "a list of finite numbers"),
-    "n_train_images_": Number(Integral, 1, None, closed="left"),
-    "n_held_out_images_": Number(Integral, 0, None, closed="left"),
-    "held_out_indices_": Rule(
-        lambda v: isinstance(v, list) and all(is_integer(i, minimum=0) for i in v), "a list of ints >= 0"
-    ),
-    "feature_shape_": Rule(_is_integer_tuple(3), "a (height, width, feature_dim) tuple of ints >= 1"),
-    "input_size_": Rule(_is_integer_tuple(2, 1 << 16), "a (height, width) tuple of ints in [1, 65536]"),
-    "fit_time_": Number(Real, 0, None, closed="left"),
-    "decision_scores_": Rule(
-        lambda v: _is_vector(v, "f") and bool(np.isfinite(v).all()), "a 1-D float array of finite numbers"
-    ),
-    "labels_": Rule(
-        lambda v: _is_vector(v, "iu") and bool(np.isin(v, (0, 1)).all()), "a 1-D array of 0s and 1s"
-    ),
-    "provenance_": Rule(
-        _is_provenance, "{'files': [{'path': str, 'sha256': str}, ...], 'split': dict or None}"
-    ),
-}
 _SUPPORTED = (
     "None, bool, int, float, str, lists, tuples, dicts with str keys, paths, NumPy arrays "
     "and torchvision weight enums"
@@ -414,6 +344,21 @@ def _read(path: Path) -> tuple[dict, str, dict[str, torch.Tensor], str | None]:
     return header, document, tensors, metadata.get(_DIGEST_KEY)
 
 
+def _load_pickle(path: Path, allow_pickle: bool) -> SimpleNetDetector:
+    if not allow_pickle:
+        raise ModelFileError(
+            f"{path} is not a safe (safetensors) model file. If it is a joblib/pickle file, opening it "
+            "runs code stored in it: pass allow_pickle=True (--allow-pickle) only if you trust where "
+            "it came from"
+        )
+    import joblib
+
+    detector = joblib.load(path)
+    if not isinstance(detector, SimpleNetDetector):
+        raise ModelFileError(f"{path} holds a {type(detector).__name__}, not a fitted SimpleNetDetector")
+    return detector
+
+
 def is_safetensors_file(path: str | os.PathLike) -> bool:
     """Whether ``path`` holds a safetensors file, judged by its content, never by its name.
 
@@ -462,7 +407,8 @@ def _check_document(header: dict, document: str, tensors: dict, digest: str | No
     for key in ("params", "fitted"):
         if not isinstance(header.get(key), dict):
             raise ModelFileError(f"{str(path)!r} is missing the key {key!r}")
-    missing = [name for name in _REQUIRED_FITTED if name not in header["fitted"]]
+    required = [name for name, entry in FITTED_ATTRIBUTES.items() if entry.earlier is REQUIRED]
+    missing = [name for name in required if name not in header["fitted"]]
     if missing:
         raise ModelFileError(f"{str(path)!r} is missing the fitted attributes {missing}")
     unknown = sorted(set(header["fitted"]) - set(FITTED_ATTRIBUTES))
@@ -531,10 +477,11 @@ def _detector_from_params(stored: dict, backbone: nn.Module | None, path: Path) 
 
 
 def _check_fitted(fitted: dict) -> dict:
-    """The decoded fitted attributes, each checked against :data:`FITTED_ATTRIBUTES`."""
+    """The decoded fitted attributes, each checked against its rule in
+    :data:`~sksimplenet.detector.FITTED_ATTRIBUTES`."""
     values = {name: _decode(value, f"fitted attribute {name!r}") for name, value in fitted.items()}
     for name, value in values.items():
-        rule = FITTED_ATTRIBUTES[name]
+        rule = FITTED_ATTRIBUTES[name].rule
         if not rule.is_satisfied_by(value):
             raise _Invalid(f"fitted attribute {name!r} must be {rule}, got {value!r:.80}")
     if len(values.get("held_out_indices_", [])) != values.get("n_held_out_images_", 0):
@@ -585,16 +532,22 @@ def _model_from_tensors(detector: SimpleNetDetector, n_features: int, tensors: d
     return model.eval()
 
 
-def load(path: str | os.PathLike, backbone: nn.Module | None = None) -> SimpleNetDetector:
-    """Read a detector written by :func:`save` (or :meth:`SimpleNetDetector.save`).
+def load(
+    path: str | os.PathLike, backbone: nn.Module | None = None, *, allow_pickle: bool = False
+) -> SimpleNetDetector:
+    """Read a detector written by :func:`save` (or, with ``allow_pickle``, by joblib or pickle).
+
+    The file's content decides how it is read, never its name. A safe file (safetensors) is
+    read as below. Anything else may be a pickle, and opening a pickle runs code stored in
+    it: it is refused unless ``allow_pickle``, and then read with :func:`joblib.load`.
 
     Nothing in the file is executed, and nothing is built from it before it is checked: the
     document's size and nesting are bounded, its keys must be those :func:`save` writes,
     every parameter must pass the estimator's constraints table and every fitted attribute
-    its rule (:data:`FITTED_ATTRIBUTES`). The network is then rebuilt from the parameters on
-    PyTorch's meta device, which allocates nothing, and each of its weight tensors must match
-    the file's in name, dtype and shape and be finite before the file's tensors become its
-    weights. Memory use is bounded by the file's size.
+    its rule (:data:`~sksimplenet.detector.FITTED_ATTRIBUTES`). The network is then rebuilt
+    from the parameters on PyTorch's meta device, which allocates nothing, and each of its
+    weight tensors must match the file's in name, dtype and shape and be finite before the
+    file's tensors become its weights. Memory use is bounded by the file's size.
 
     Parameters
     ----------
@@ -603,6 +556,9 @@ def load(path: str | os.PathLike, backbone: nn.Module | None = None) -> SimpleNe
     backbone : torch.nn.Module, optional
         Required, and only allowed, when the detector was fitted with a custom module as its
         backbone: a module of the same architecture (its weights are replaced by the file's).
+    allow_pickle : bool, default=False
+        Also read a file that is not in the safe format, with :func:`joblib.load`. Only for
+        files you made yourself or otherwise trust.
 
     Returns
     -------
@@ -617,11 +573,15 @@ def load(path: str | os.PathLike, backbone: nn.Module | None = None) -> SimpleNe
         Any malformed file: not a sksimplenet model file, truncated, corrupted or edited, an
         unknown format version or another major version, unknown or missing entries, a
         parameter or fitted attribute outside its valid values, weights that do not match the
-        parameters; also when a custom backbone is needed but not given.
+        parameters; also when a custom backbone is needed but not given, and a file that is
+        not in the safe format without ``allow_pickle`` (or one that holds something other
+        than a SimpleNetDetector).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Model file {str(path)!r} does not exist")
+    if not is_safetensors_file(path):
+        return _load_pickle(path, allow_pickle)
     header, document, tensors, digest = _read(path)
     _check_versions(header, path)
     _check_document(header, document, tensors, digest, path)
@@ -635,10 +595,5 @@ def load(path: str | os.PathLike, backbone: nn.Module | None = None) -> SimpleNe
     detector.model_ = model
     for name, value in fitted.items():
         setattr(detector, name, value)
-    # Files written before held-out images existed: what those fits amount to.
-    detector.__dict__.setdefault("threshold_", -float(detector.offset_))
-    detector.__dict__.setdefault("validation_history_", [])
-    detector.__dict__.setdefault("n_held_out_images_", 0)
-    detector.__dict__.setdefault("held_out_indices_", [])
-    detector.__dict__.setdefault("provenance_", {"files": [], "split": None})
+    detector._add_earlier_fitted_attributes()  # files written before some of them existed
     return detector

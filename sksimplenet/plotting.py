@@ -26,7 +26,7 @@ import os
 
 import numpy as np
 
-__all__ = ["centred_range", "overlay", "plot_grid", "save_overlay"]
+__all__ = ["centred_range", "overlay", "plain_image", "plot_grid", "save_overlay"]
 
 CONTOUR_COLOR = "white"
 _PANEL_INCHES = 2.5
@@ -100,8 +100,18 @@ def centred_range(low: float, high: float, centre: float) -> tuple[float, float]
     return centre - half, centre + half
 
 
-def _image_at(image, shape: tuple[int, int], resize=None, crop_size=None) -> np.ndarray:
-    """The image as ``(height, width, 3)`` floats in [0, 1], on the map's pixel grid ``shape``."""
+def plain_image(image, shape: tuple[int, int], resize=None, crop_size=None) -> np.ndarray:
+    """The image on its anomaly map's pixel grid: ``(height, width, 3)`` floats in [0, 1].
+
+    Parameters
+    ----------
+    image : str, path, ndarray, PIL image or tensor
+        One image in any form :mod:`sksimplenet.image_io` accepts.
+    shape : (height, width)
+        The map's size.
+    resize, crop_size
+        As in :func:`overlay` (see the module's resolution rule).
+    """
     from .image_io import as_image_list, image_size, load_image, preprocess
 
     item = as_image_list([image])[0]
@@ -194,7 +204,7 @@ def overlay(
     """
     _matplotlib()
     values = _as_map(anomaly_map)
-    pixels = _image_at(image, values.shape, resize, crop_size)
+    pixels = plain_image(image, values.shape, resize, crop_size)
     if ax is None:
         import matplotlib.pyplot as plt
 
@@ -238,7 +248,7 @@ def save_overlay(
         One line of text below the image, e.g. the image's score.
     """
     values = _as_map(anomaly_map)
-    pixels = _image_at(image, values.shape, resize, crop_size)
+    pixels = plain_image(image, values.shape, resize, crop_size)
     height, width = values.shape
     dpi = 100
     footer = FOOTER_PIXELS if colorbar or caption is not None else 0
@@ -357,7 +367,7 @@ def plot_grid(
             ax.set_axis_off()
             continue
         values = map_list[index]
-        pixels = _image_at(image_list[index], values.shape, resize, crop_size)
+        pixels = plain_image(image_list[index], values.shape, resize, crop_size)
         _draw(ax, pixels, values, threshold, alpha, low, high)
         parts = []
         if scores is not None:

@@ -21,35 +21,18 @@ from __future__ import annotations
 import base64
 import io
 import os
-from collections.abc import Sequence
 from html import escape
 from pathlib import Path
 
 import numpy as np
 
-from .metrics import (
-    _is_anomalous,
-    _read_mask,
-    _scores,
-    evaluate,
-    per_type_metrics,
-    pro_curve,
-    threshold_metrics,
-    write_per_image_csv,
-)
+from .metrics import METRIC_LABELS, write_per_image_csv
 
 __all__ = ["REPORT_FILE", "PER_IMAGE_FILE", "write_report"]
 
 REPORT_FILE = "report.html"
 PER_IMAGE_FILE = "per_image.csv"
 
-METRIC_LABELS = {
-    "image_auroc": "image AUROC",
-    "image_f1_max": "image F1-max",
-    "pixel_auroc": "pixel AUROC",
-    "aupro": "AUPRO",
-    "pixel_f1_max": "pixel F1-max",
-}
 THRESHOLD_LABELS = {
     "threshold": "threshold (image score)",
     "tn": "true negatives: normal, predicted normal",
@@ -153,26 +136,47 @@ def _histogram_figure(anomalous: np.ndarray, scores: np.ndarray, threshold: floa
     return _png_data_uri(figure)
 
 
-def _overlay_figure(image, amap, mask, threshold: float, resize, crop_size, vmin, vmax) -> str:
-    from .plotting import overlay
+def _case_figure(image, amap, mask, threshold: float, result, vmin: float, vmax: float) -> str:
+    """The image as the network saw it beside its overlay, with the colour bar below both."""
+    from matplotlib.cm import ScalarMappable
+
+    from .plotting import overlay, plain_image
 
     height, width = np.shape(amap)
     scale = 3.0 / max(height, width)
-    figure = _figure(width * scale, height * scale)
-    ax = figure.add_axes((0, 0, 1, 1))
-    overlay(image, amap, ax=ax, threshold=threshold, resize=resize, crop_size=crop_size, vmin=vmin, vmax=vmax)
+    panel_w, panel_h, bar_h = width * scale, height * scale, 0.55
+    figure = _figure(2 * panel_w + 0.1, panel_h + bar_h)
+    total_w, total_h = 2 * panel_w + 0.1, panel_h + bar_h
+    left = figure.add_axes((0, bar_h / total_h, panel_w / total_w, panel_h / total_h))
+    right = figure.add_axes(
+        ((panel_w + 0.1) / total_w, bar_h / total_h, panel_w / total_w, panel_h / total_h)
+    )
+    left.imshow(plain_image(image, (height, width), result.resize, result.crop_size), interpolation="nearest")
+    left.set_axis_off()
+    overlay(
+        image,
+        amap,
+        ax=right,
+        threshold=threshold,
+        resize=result.resize,
+        crop_size=result.crop_size,
+        vmin=vmin,
+        vmax=vmax,
+    )
     if mask is not None and mask.any() and not mask.all():
-        ax.contour(mask.astype(float), levels=[0.5], colors=MASK_COLOR, linewidths=1.5, linestyles="--")
+        right.contour(mask.astype(float), levels=[0.5], colors=MASK_COLOR, linewidths=1.5, linestyles="--")
+    cax = figure.add_axes((0.08, 0.3 * bar_h / total_h, 0.84, 0.22 * bar_h / total_h))
+    artist = right.images[-1]
+    bar = figure.colorbar(
+        ScalarMappable(norm=artist.norm, cmap=artist.cmap), cax=cax, orientation="horizontal"
+    )
+    cax.axvline(threshold, color="black", linewidth=1.5)
+    bar.set_ticks([vmin, threshold, vmax], labels=[f"{v:.3g}" for v in (vmin, threshold, vmax)])
+    cax.tick_params(labelsize=7, length=2, pad=1)
     return _png_data_uri(figure)
 
 
 # ----------------------------------------------------------------------------- html pieces
-def _name(image, index: int) -> str:
-    if isinstance(image, (str, os.PathLike)):
-        return os.fspath(image)
-    return f"image {index}"
-
-
 def _number(value) -> str:
     if value is None:
         return "–"
@@ -243,34 +247,34 @@ def _cases_section(kind: str, heading: str, indices, names, types, scores, figur
 
 
 # ----------------------------------------------------------------------------- the report
+def _model_section(model: dict) -> str:
+    if not model:
+        return ""
+    rows = "\n".join(
+        f"<tr><th>{escape(name)}</th><td>{escape(str(value))}</td></tr>" for name, value in model.items()
+    )
+    return f"<h2>Model</h2>\n<table>\n{rows}\n</table>"
+
+
 def write_report(
     directory: str | os.PathLike,
+    evaluation,
     *,
-    images: Sequence,
-    labels,
-    scores,
-    threshold: float,
-    maps=None,
-    masks=None,
-    defect_types: Sequence[str] | None = None,
-    metrics: dict[str, float] | None = None,
-    resize=None,
-    crop_size=None,
-    max_fpr: float = 0.3,
-    n_worst: int = 4,
     title: str = "Anomaly detection report",
+    n_worst: int = 4,
 ) -> Path:
     """Write ``report.html`` (self-contained) and ``per_image.csv`` into ``directory``.
 
-    The page holds: a summary; the threshold-free metrics; the confusion matrix and rates
-    at ``threshold``; the per-defect-type table; the image ROC curve with the operating
-    point; the PRO curve (with maps and masks); the histogram of normal and anomalous
-    image scores with the threshold; and heatmap overlays (with maps) of the worst false
-    positives (normal images with the highest scores above the threshold) and the worst
-    false negatives (anomalous images with the lowest scores at or below it), the
-    predicted region outlined in white and the ground truth, where known, dashed in
-    green. Every figure is an embedded PNG; the only other file the page refers to is
-    ``per_image.csv``, by a relative link.
+    The page holds: a summary; the model that made the scores (when known); the
+    threshold-free metrics; the confusion matrix and rates at the threshold; the
+    per-defect-type table; the image ROC curve with the operating point; the PRO curve (with
+    maps and masks); the histogram of normal and anomalous image scores with the threshold;
+    and, with maps, the worst false positives (normal images with the highest scores above
+    the threshold) and the worst false negatives (anomalous images with the lowest scores at
+    or below it), each as the plain image beside its heatmap overlay, on one colour scale
+    with a colour bar, the predicted region outlined in white and the ground truth, where
+    known, dashed in green. Every figure is an embedded PNG; the only other file the page
+    refers to is ``per_image.csv``, by a relative link.
 
     Each metric cell carries its exact value, so the page can be read by programs:
     ``<td data-table="TABLE" [data-row="TYPE"] data-key="KEY" data-value="VALUE">``, with
@@ -282,114 +286,55 @@ def write_report(
     directory : str or path
         Output folder, created if missing; ``report.html`` and ``per_image.csv`` in it are
         overwritten.
-    images : sequence of n_images images
-        File paths (shown, and written to the CSV, as given) or anything
-        :mod:`sksimplenet.image_io` reads (shown as ``image <index>``). Decoded only for
-        the overlays.
-    labels : array-like of shape (n_images,)
-        +1 normal / -1 anomalous, or bool / 0-1 with True / 1 anomalous; both classes.
-    scores : array-like of shape (n_images,)
-        Image anomaly scores, higher = more anomalous (``-detector.score_samples(X)``, or
-        the scores of ``detector.anomaly_map(X, return_scores=True)``).
-    threshold : float
-        Operating threshold on the image scores: ``detector.threshold_``.
-    maps : array-like of shape (n_images, height, width) or sequence of 2-D arrays, default=None
-        Anomaly maps (``detector.anomaly_map(X)``); None: no overlays and no PRO curve.
-    masks : sequence of n_images items, default=None
-        Ground truth on the maps' pixel grid: boolean arrays (nonzero = defect) or None for
-        an image without defects, e.g. the output of
-        :func:`sksimplenet.metrics.masks_at_map_resolution`. With ``maps``, gives the PRO
-        curve, the pixel metrics (when ``metrics`` is None) and the ground-truth outlines.
-    defect_types : sequence of str, length n_images, default=None
-        Type of each image (``test_categories`` of the loaders; ``"good"`` for normal
-        images); None: ``"normal"`` / ``"anomalous"``.
-    metrics : dict of str to float, default=None
-        Threshold-free metrics to show, as returned by :func:`sksimplenet.metrics.evaluate`;
-        None computes them (pixel metrics too when ``maps`` and ``masks`` are given).
-    resize, crop_size : int, (int, int) or None, default=None
-        The detector's ``resize`` and ``crop_size``, to bring images of another size onto
-        the maps' grid for the overlays (see :mod:`sksimplenet.plotting`).
-    max_fpr : float, default=0.3
-        Integration limit of AUPRO, marked on the PRO curve (and used when ``metrics`` is
-        None).
-    n_worst : int, default=4
-        How many false positives and false negatives to show at most, each.
+    evaluation : sksimplenet.inspection.Evaluation
+        From :func:`sksimplenet.inspection.evaluate` or
+        :meth:`~sksimplenet.inspection.Evaluation.from_predictions`.
     title : str, default="Anomaly detection report"
         The page's title and heading.
+    n_worst : int, default=4
+        How many false positives and false negatives to show at most, each.
 
     Returns
     -------
     pathlib.Path
         The path of ``report.html``.
-
-    Raises
-    ------
-    ValueError
-        Lengths differ, a map is not 2-D, a mask does not have its map's shape, masks come
-        without maps, or the labels hold a single class.
     """
-    anomalous = _is_anomalous(labels)
-    scores = _scores(scores, anomalous.size)
-    n = anomalous.size
-    if len(images) != n:
-        raise ValueError(f"{n} labels but {len(images)} images")
     if int(n_worst) != n_worst or n_worst < 0:
         raise ValueError(f"n_worst must be a non-negative integer, got {n_worst!r}")
-    names = [_name(image, i) for i, image in enumerate(images)]
-    types = [str(t) for t in defect_types] if defect_types is not None else None
-    per_type = per_type_metrics(anomalous, scores, types, threshold)
-    types = types if types is not None else ["anomalous" if a else "normal" for a in anomalous]
-    at_threshold = threshold_metrics(anomalous, scores, threshold)
-    threshold = at_threshold["threshold"]
-
-    map_list = mask_list = None
-    if masks is not None and maps is None:
-        raise ValueError("masks were given without maps")
-    if maps is not None:
-        map_list = [np.asarray(m) for m in maps]
-        if len(map_list) != n:
-            raise ValueError(f"{n} labels but {len(map_list)} maps")
-        for index, amap in enumerate(map_list):
-            if amap.ndim != 2:
-                raise ValueError(f"map {index} must be 2-D (height, width), got shape {amap.shape}")
-        if masks is not None:
-            if len(masks) != n:
-                raise ValueError(f"{n} labels but {len(masks)} masks")
-            mask_list = [
-                _read_mask(mask, amap.shape, i) for i, (mask, amap) in enumerate(zip(masks, map_list))
-            ]
-            if not any(mask.any() for mask in mask_list):
-                mask_list = None  # no defect pixel: no pixel metrics, no PRO curve
-    if metrics is None:
-        if mask_list is not None:
-            metrics = evaluate(anomalous, scores, mask_list, map_list, max_fpr=max_fpr)
-        else:
-            metrics = evaluate(anomalous, scores)
+    result = evaluation
+    anomalous = result.labels == -1
+    scores, threshold, names, types = result.scores, result.threshold, result.names, result.defect_types
+    n = anomalous.size
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    write_per_image_csv(directory / PER_IMAGE_FILE, names, anomalous, scores, threshold, types)
+    write_per_image_csv(directory / PER_IMAGE_FILE, names, result.labels, scores, threshold, types)
 
     flagged = scores > threshold
     false_positives = np.flatnonzero(~anomalous & flagged)
     false_positives = false_positives[np.argsort(-scores[false_positives], kind="stable")][: int(n_worst)]
     false_negatives = np.flatnonzero(anomalous & ~flagged)
     false_negatives = false_negatives[np.argsort(scores[false_negatives], kind="stable")][: int(n_worst)]
-    overlays = {}
-    if map_list is not None:
-        # One colour scale for every overlay, the range of all maps, so that panels compare.
-        vmin = min(float(np.nanmin(amap)) for amap in map_list)
-        vmax = max(float(np.nanmax(amap)) for amap in map_list)
+    pictures = {}
+    if result.maps is not None:
+        from .plotting import centred_range
+
+        # One colour scale for every overlay, centred on the threshold, so that panels compare.
+        low = min(float(np.nanmin(amap)) for amap in result.maps)
+        high = max(float(np.nanmax(amap)) for amap in result.maps)
+        vmin, vmax = centred_range(low, high, threshold)
         for index in [*false_positives, *false_negatives]:
-            mask = None if mask_list is None else mask_list[index]
-            overlays[index] = _overlay_figure(
-                images[index], map_list[index], mask, threshold, resize, crop_size, vmin, vmax
+            if result.images[index] is None:  # scores and maps without their images
+                continue
+            mask = None if result.masks is None else result.masks[index]
+            pictures[index] = _case_figure(
+                result.images[index], result.maps[index], mask, threshold, result, vmin, vmax
             )
 
-    curves = [_img(_roc_figure(anomalous, scores, at_threshold), "image ROC curve")]
-    if mask_list is not None:
-        fpr, pro, _ = pro_curve(mask_list, map_list)
-        curves.append(_img(_pro_figure(fpr, pro, max_fpr), "PRO curve"))
+    curves = [_img(_roc_figure(anomalous, scores, result.at_threshold), "image ROC curve")]
+    if result.pro_curve is not None:
+        fpr, pro, _ = result.pro_curve
+        curves.append(_img(_pro_figure(fpr, pro, result.max_fpr), "PRO curve"))
 
     n_anomalous = int(anomalous.sum())
     body = [
@@ -397,58 +342,46 @@ def write_report(
         f"<p>{n} images: {n - n_anomalous} normal, {n_anomalous} anomalous. An image is predicted "
         f"anomalous when its score is above the threshold {threshold:.6g}. "
         f'Scores and decisions per image: <a href="{PER_IMAGE_FILE}">{PER_IMAGE_FILE}</a>.</p>',
+        _model_section(result.model),
         "<h2>Threshold-free metrics</h2>",
-        _two_column_table("threshold_free", metrics, METRIC_LABELS),
+        _two_column_table("threshold_free", result.metrics, METRIC_LABELS),
         "<h2>At the threshold</h2>",
-        _confusion_table(at_threshold),
-        _two_column_table("at_threshold", at_threshold, THRESHOLD_LABELS),
+        _confusion_table(result.at_threshold),
+        _two_column_table("at_threshold", result.at_threshold, THRESHOLD_LABELS),
         "<h2>Per defect type</h2>",
         '<p class="note">Recall of a defect type: the share of its images predicted anomalous; '
         "its image AUROC ranks its images against all normal images. For a type of normal images "
         "the share predicted anomalous is its false-positive rate.</p>",
-        _type_table(per_type),
+        _type_table(result.per_type),
         "<h2>Curves</h2>",
         "\n".join(f"<figure>{curve}</figure>" for curve in curves),
         "<h2>Score histogram</h2>",
         f"<figure>{_img(_histogram_figure(anomalous, scores, threshold), 'score histogram')}</figure>",
     ]
-    if map_list is None:
+    if result.maps is None:
         body.append('<p class="note">No anomaly maps were given: no overlays.</p>')
-    legend = (
-        '<p class="note">Overlays: the anomaly map over the image, coloured from blue (the lowest '
-        "value of all maps) to red (the highest), the region scoring above the threshold outlined in white"
-        + (", the ground-truth defect dashed in green" if mask_list is not None else "")
-        + ".</p>"
-    )
-    if map_list is not None:
-        body.append(legend)
-    body.append(
-        _cases_section(
-            "false_positive",
-            "Worst false positives (normal images scoring highest above the threshold)",
-            false_positives,
-            names,
-            types,
-            scores,
-            overlays,
+    else:
+        body.append(
+            '<p class="note">Each case: the image as the network saw it, and the anomaly map over it, '
+            "coloured on one scale for every case (the colour bar; the threshold, marked black, at its "
+            "middle), the region scoring above the threshold outlined in white"
+            + (", the ground-truth defect dashed in green" if result.masks is not None else "")
+            + ".</p>"
         )
-    )
-    body.append(
-        _cases_section(
+    sections = (
+        ("false_positive", "Worst false positives (normal images scoring highest above the threshold)"),
+        (
             "false_negative",
             "Worst false negatives (anomalous images scoring lowest at or below the threshold)",
-            false_negatives,
-            names,
-            types,
-            scores,
-            overlays,
-        )
+        ),
     )
+    for (kind, heading), cases in zip(sections, (false_positives, false_negatives)):
+        body.append(_cases_section(kind, heading, cases, names, types, scores, pictures))
     page = (
         "<!DOCTYPE html>\n"
         '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{escape(title)}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n"
-        + "\n".join(body)
+        + "\n".join(part for part in body if part)
         + "\n</body>\n</html>\n"
     )
     path = directory / REPORT_FILE

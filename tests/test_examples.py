@@ -86,3 +86,27 @@ def test_mvtec_reproduction_runs_the_papers_configuration(monkeypatch):
 
     (defaults,) = _detectors_built_by_mvtec_reproduction(monkeypatch, "--package-defaults")
     assert not set(PAPER_PARAMS) & set(defaults)
+
+
+def test_evaluate_folder_writes_the_report_in_five_lines(tmp_path):
+    from PIL import Image
+
+    from sksimplenet.datasets import make_synthetic
+
+    script = (EXAMPLES / "evaluate_folder.py").read_text()
+    code = script[script.index("folder, report = ") :].strip().splitlines()
+    assert len(code) <= 8  # the job itself: load, fit, evaluate, print, write
+    images, labels, masks = make_synthetic(14, 4, texture="grid", defects=("blob",), size=48, random_state=2)
+    data = tmp_path / "data"
+    for name in ("good", "blob", "ground_truth/blob"):
+        (data / name).mkdir(parents=True)
+    for index, image in enumerate(images):
+        folder = data if index < 10 else data / ("good" if labels[index] == 1 else "blob")
+        Image.fromarray(image).save(folder / f"{index:02d}.png")
+        if labels[index] == -1:
+            Image.fromarray(masks[index].astype("uint8") * 255).save(
+                data / "ground_truth/blob" / f"{index:02d}.png"
+            )
+    output = run_example("evaluate_folder.py", str(data), str(tmp_path / "report"), cwd=tmp_path)
+    assert 0 <= value(output, r"^\| pixel AUROC \| ([0-9.]+) \|$") <= 1
+    assert (tmp_path / "report" / "report.html").is_file()

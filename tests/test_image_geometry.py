@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sksimplenet import SimpleNetDetector
-from sksimplenet.image_io import crop_box, preprocess, resized_size
+from sksimplenet.image_io import crop_box, preprocess, resized_size, to_original_size
 
 from .conftest import TINY
 
@@ -70,3 +70,17 @@ def test_a_crop_that_cuts_content_warns_and_leaves_the_unseen_border_out_of_the_
     assert (top, bottom, left, right) == (0, 60, 45, 105)
     assert np.isfinite(seen_map[:, left:right]).all()
     assert np.isnan(seen_map[:, :left]).all() and np.isnan(seen_map[:, right:]).all()
+
+
+def test_a_map_goes_back_onto_its_image_inside_the_crop_box():
+    # A linear ramp at the network's 64 x 64 resolution, for an image of 60 x 150 pixels
+    # resized to a shorter side of 64 and centre-cropped to 64 x 64.
+    ramp = torch.linspace(0, 1, 64).expand(64, 64).contiguous()
+    framed = to_original_size(ramp, (60, 150), 64, 64)
+    assert framed.shape == (60, 150)
+    top, left, bottom, right = (round(v) for v in crop_box((60, 150), 64, 64))
+    inside = framed[top:bottom, left:right]
+    assert torch.isfinite(inside).all() and torch.isnan(framed[:, :left]).all()
+    assert inside[0, 0] < 0.05 and inside[0, -1] > 0.95  # the ramp runs across the box
+    whole = to_original_size(ramp, (60, 150), (64, 64), None)  # nothing cut: every pixel seen
+    assert torch.isfinite(whole).all() and whole.shape == (60, 150)

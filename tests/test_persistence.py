@@ -1,4 +1,4 @@
-"""The safe model format: ``detector.save(path)`` and ``sksimplenet.load(path)``."""
+"""The safe model format: ``sksimplenet.save(detector, path)`` and ``sksimplenet.load(path)``."""
 
 import copy
 import json
@@ -20,7 +20,7 @@ from sklearn.exceptions import NotFittedError
 from torch import nn
 
 import sksimplenet
-from sksimplenet import ModelFileError, SimpleNetDetector, load, persistence
+from sksimplenet import ModelFileError, SimpleNetDetector, load, persistence, save
 
 from .conftest import FAST, TINY
 
@@ -37,7 +37,7 @@ FITTED_ATTRIBUTES = (
 @pytest.fixture(scope="module")
 def model_file(fitted, tmp_path_factory):
     path = tmp_path_factory.mktemp("models") / "detector.safetensors"
-    fitted.save(path)
+    save(fitted, path)
     return path
 
 
@@ -100,7 +100,7 @@ def test_loading_downloads_and_reads_no_backbone_weights(model_file, monkeypatch
 def test_saved_file_has_the_permissions_of_any_new_file(fitted, tmp_path, umask):
     previous = os.umask(umask)
     try:
-        fitted.save(tmp_path / "model.safetensors")
+        save(fitted, tmp_path / "model.safetensors")
         joblib.dump(fitted, tmp_path / "model.joblib")
         (tmp_path / "plain.txt").write_text("x")
     finally:
@@ -125,7 +125,7 @@ def test_file_is_safetensors_with_json_metadata(fitted, model_file):
 
 def test_tuples_and_paths_in_parameters_come_back_as_such(fitted, tmp_path):
     detector = copy.deepcopy(fitted).set_params(resize=(96,), weights=tmp_path / "weights.pth")
-    detector.save(tmp_path / "detector.safetensors")
+    save(detector, tmp_path / "detector.safetensors")
     params = load(tmp_path / "detector.safetensors").get_params()
     assert params["resize"] == (96,) and params["weights"] == tmp_path / "weights.pth"
     assert isinstance(params["weights"], Path)
@@ -146,7 +146,7 @@ def test_custom_backbone_module_must_be_passed_back(stripes, tmp_path):
     images, _, _ = stripes
     torch.manual_seed(0)
     detector = SimpleNetDetector(**{**FAST, "backbone": TinyNet(), "layers": ("block1", "block2")})
-    detector.fit(images[:10]).save(tmp_path / "tiny.safetensors")
+    save(detector.fit(images[:10]), tmp_path / "tiny.safetensors")
 
     with pytest.raises(ModelFileError, match=r"custom nn\.Module backbone of class 'TinyNet'.*=TinyNet"):
         load(tmp_path / "tiny.safetensors")
@@ -168,7 +168,7 @@ def test_files_written_before_batch_norm_folding_still_load(stripes, tmp_path, m
     with monkeypatch.context() as patch:
         patch.setattr(sksimplenet.backbones, "fold_batch_norms", lambda body: (body, {}))
         old = SimpleNetDetector(**FAST).fit(images[:20])
-        old.save(tmp_path / "old.safetensors")
+        save(old, tmp_path / "old.safetensors")
     _, tensors = read_file(tmp_path / "old.safetensors")
     assert any(name.endswith(".running_var") and name.startswith("extractor.") for name in tensors)
     restored = load(tmp_path / "old.safetensors")
@@ -183,14 +183,14 @@ def test_files_written_before_batch_norm_folding_still_load(stripes, tmp_path, m
 # ---------------------------------------------------------------------- errors at save
 def test_saving_an_unfitted_detector_raises():
     with pytest.raises(NotFittedError):
-        SimpleNetDetector().save("never-written.safetensors")
+        save(SimpleNetDetector(), "never-written.safetensors")
     assert not Path("never-written.safetensors").exists()
 
 
 def test_parameter_that_json_cannot_hold_is_refused_at_save(fitted, tmp_path):
     detector = copy.deepcopy(fitted).set_params(random_state=np.random.RandomState(0))
     with pytest.raises(TypeError, match=r"Cannot save parameter 'random_state': a numpy.*RandomState"):
-        detector.save(tmp_path / "detector.safetensors")
+        save(detector, tmp_path / "detector.safetensors")
     assert list(tmp_path.iterdir()) == []  # nothing half-written
 
 
@@ -281,7 +281,7 @@ def test_file_from_before_held_out_images_loads_with_what_that_fit_amounts_to(mo
 def test_files_from_before_count_padding_keep_the_rule_they_were_fitted_with(stripes, tmp_path):
     images = stripes[0]
     inside_only = SimpleNetDetector(**TINY, count_padding=False).fit(images[:12])
-    inside_only.save(tmp_path / "current.safetensors")
+    save(inside_only, tmp_path / "current.safetensors")
     older = load(
         rewrite(
             tmp_path / "current.safetensors",
@@ -326,10 +326,21 @@ class _Payload:
 def test_a_pickle_is_refused_without_being_executed(tmp_path):
     marker = tmp_path / "code-ran"
     (tmp_path / "model.safetensors").write_bytes(pickle.dumps(_Payload(marker)))
-    with pytest.raises(ModelFileError, match="is not a readable model file"):
+    with pytest.raises(ModelFileError, match="is not a safe \\(safetensors\\) model file"):
         load(tmp_path / "model.safetensors")
     assert not marker.exists()
 
+
+def test_a_joblib_file_loads_only_when_pickles_are_allowed(fitted, stripes, tmp_path):
+    joblib.dump(fitted, tmp_path / "model.joblib")
+    with pytest.raises(ModelFileError, match="pass allow_pickle=True"):
+        load(tmp_path / "model.joblib")
+    restored = load(tmp_path / "model.joblib", allow_pickle=True)
+    images = stripes[0][25:30]
+    np.testing.assert_array_equal(restored.score_samples(images), fitted.score_samples(images))
+    joblib.dump({"not": "a detector"}, tmp_path / "other.joblib")
+    with pytest.raises(ModelFileError, match="holds a dict, not a fitted SimpleNetDetector"):
+        load(tmp_path / "other.joblib", allow_pickle=True)
 
 
 def test_missing_file(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from sksimplenet import SimpleNetDetector, load, precision
+from sksimplenet import SimpleNetDetector, load, precision, save
 from sksimplenet.precision import backbone_dtype, missing_feature
 
 from .conftest import FAST
@@ -78,7 +78,7 @@ def test_precision_is_used_by_fit_and_saved(stripes, tmp_path):
     assert detector.model_.precision == "bfloat16"
     float32_fit = SimpleNetDetector(**FAST).fit(images[:12])
     assert detector.loss_history_ != float32_fit.loss_history_  # features were extracted in bfloat16
-    detector.save(tmp_path / "model.safetensors")
+    save(detector, tmp_path / "model.safetensors")
     restored = load(tmp_path / "model.safetensors")
     assert restored.precision == "bfloat16"
     np.testing.assert_array_equal(

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 from PIL import Image
 
-from sksimplenet import SimpleNetDetector, load
+from sksimplenet import SimpleNetDetector, load, save
 from sksimplenet.provenance import file_sha256, files_seen_in_training
 
 from .conftest import FAST
@@ -39,7 +39,7 @@ def test_fit_on_files_records_each_file_and_catches_a_renamed_copy_in_a_test_set
     assert files_seen_in_training(detector, test + [leaked]) == [leaked]
     assert files_seen_in_training(detector, test) == []
 
-    detector.save(tmp_path / "model.safetensors")
+    save(detector, tmp_path / "model.safetensors")
     restored = load(tmp_path / "model.safetensors")
     assert restored.provenance_ == detector.provenance_
     np.testing.assert_array_equal(restored.decision_scores_, detector.decision_scores_)

@@ -10,7 +10,9 @@ import pytest
 from PIL import Image
 
 from sksimplenet.datasets import make_synthetic
-from sksimplenet.metrics import evaluate, masks_at_map_resolution, per_type_metrics, threshold_metrics
+from sksimplenet.inspection import Evaluation
+from sksimplenet.inspection import evaluate as evaluate_detector
+from sksimplenet.metrics import evaluate, per_type_metrics, threshold_metrics
 from sksimplenet.report import PER_IMAGE_FILE, REPORT_FILE, write_report
 
 pytest.importorskip("matplotlib")
@@ -118,13 +120,17 @@ def labelled(tmp_path_factory):
     return paths, labels, list(masks), maps
 
 
+def report(directory, labels, scores=SCORES, *, title="Anomaly detection report", n_worst=4, **measured):
+    """``write_report`` of ``Evaluation.from_predictions(labels, scores, THRESHOLD, **measured)``."""
+    evaluation = Evaluation.from_predictions(labels, scores, THRESHOLD, **measured)
+    return write_report(directory, evaluation, title=title, n_worst=n_worst)
+
+
 def report_of(labelled, directory, **options):
     """The report of the labelled example, with maps and masks, two worst cases of each kind."""
     paths, labels, masks, maps = labelled
-    settings = dict(maps=maps, masks=masks, defect_types=TYPES, n_worst=2)
-    return write_report(
-        directory, images=paths, labels=labels, scores=SCORES, threshold=THRESHOLD, **{**settings, **options}
-    )
+    settings = dict(images=paths, maps=maps, masks=masks, defect_types=TYPES, n_worst=2)
+    return report(directory, labels, **{**settings, **options})
 
 
 def test_report_is_valid_html_referencing_only_what_it_wrote(labelled, tmp_path):
@@ -175,15 +181,7 @@ def test_report_metrics_equal_the_computed_ones(labelled, tmp_path):
 
 def test_report_per_image_csv_has_one_correct_row_per_image(labelled, tmp_path):
     paths, labels, masks, maps = labelled
-    write_report(
-        tmp_path,
-        images=paths,
-        labels=labels,
-        scores=SCORES,
-        threshold=THRESHOLD,
-        maps=maps,
-        defect_types=TYPES,
-    )
+    report(tmp_path, labels, images=paths, maps=maps, defect_types=TYPES)
     with open(tmp_path / PER_IMAGE_FILE, newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == len(paths)
@@ -199,7 +197,7 @@ def test_report_per_image_csv_has_one_correct_row_per_image(labelled, tmp_path):
 
 def test_report_without_maps_has_image_metrics_and_no_overlays(labelled, tmp_path):
     paths, labels, _, _ = labelled
-    write_report(tmp_path, images=paths, labels=labels, scores=SCORES, threshold=THRESHOLD)
+    report(tmp_path, labels, images=paths)
     page = _parse(tmp_path / REPORT_FILE)
     _check_references(page, tmp_path)
     assert set(_table(page, "threshold_free")) == {"image_auroc", "image_f1_max"}
@@ -214,9 +212,7 @@ def test_report_without_maps_has_image_metrics_and_no_overlays(labelled, tmp_pat
 def test_report_escapes_names(labelled, tmp_path):
     paths, labels, _, _ = labelled
     types = ["good"] * 6 + ["<script>alert(1)</script>", 'a "quoted" & type'] * 3
-    write_report(
-        tmp_path, images=paths, labels=labels, scores=SCORES, threshold=THRESHOLD, defect_types=types
-    )
+    report(tmp_path, labels, images=paths, defect_types=types)
     page = _parse(tmp_path / REPORT_FILE)
     _check_references(page, tmp_path)
     rows = {cell.get("data-row") for cell in page.cells if cell["data-table"] == "per_type"}
@@ -225,42 +221,49 @@ def test_report_escapes_names(labelled, tmp_path):
 
 def test_report_checks_its_inputs(labelled, tmp_path):
     paths, labels, masks, maps = labelled
-    common = dict(labels=labels, scores=SCORES, threshold=THRESHOLD)
     with pytest.raises(ValueError, match="12 labels but 11 images"):
-        write_report(tmp_path, images=paths[:-1], **common)
+        report(tmp_path, labels, images=paths[:-1])
     with pytest.raises(ValueError, match="mask 0 has shape"):
-        write_report(tmp_path, images=paths, maps=maps, masks=[m[:-1] for m in masks], **common)
+        report(tmp_path, labels, images=paths, maps=maps, masks=[m[:-1] for m in masks])
     with pytest.raises(ValueError, match="masks were given without maps"):
-        write_report(tmp_path, images=paths, masks=masks, **common)
+        report(tmp_path, labels, images=paths, masks=masks)
     with pytest.raises(ValueError, match="single class"):
-        write_report(tmp_path, images=paths, labels=np.ones(12), scores=SCORES, threshold=THRESHOLD)
+        report(tmp_path, np.ones(12), images=paths)
     assert not (tmp_path / REPORT_FILE).exists()
 
 
 def test_report_of_a_fitted_detector(fitted, stripes, tmp_path):
-    """What the command line does: one pass for maps and scores, masks on the maps' grid."""
+    """One pass for maps and scores, masks on the maps' grid, and the model that made them."""
     images, labels, masks = stripes
     test_images, test_labels = images[20:], labels[20:]
-    maps, scores = fitted.anomaly_map(test_images, return_scores=True)
-    pixel_masks = masks_at_map_resolution(
-        list(masks[20:]), test_labels, fitted.resize, fitted.crop_size, [m.shape for m in maps]
-    )
-    written = write_report(
-        tmp_path,
-        images=list(test_images),
-        labels=test_labels,
-        scores=scores,
-        threshold=fitted.threshold_,
-        maps=maps,
-        masks=pixel_masks,
-        resize=fitted.resize,
-        crop_size=fitted.crop_size,
-    )
+    result = evaluate_detector(fitted, test_images, test_labels, masks=list(masks[20:]))
+    written = result.to_html(tmp_path)
     page = _parse(written)
     _check_references(page, tmp_path)
     predicted = fitted.predict(test_images)
     assert _table(page, "at_threshold")["fp"] == int(((predicted == -1) & (test_labels == 1)).sum())
     assert _table(page, "at_threshold")["tp"] == int(((predicted == -1) & (test_labels == -1)).sum())
+    maps, scores = fitted.anomaly_map(test_images, return_scores=True)
     assert _table(page, "threshold_free")["aupro"] == pytest.approx(
-        evaluate(test_labels, scores, pixel_masks, list(maps))["aupro"]
+        evaluate(test_labels, scores, result.masks, list(maps))["aupro"]
     )
+    html = written.read_text(encoding="utf-8")
+    # The model section: backbone, changed parameters, how the threshold was set, files, version.
+    for text in ("<h2>Model</h2>", "efficientnet_lite0", "held-out training images", "in-memory images"):
+        assert text in html
+
+
+def test_each_worst_case_shows_the_plain_image_beside_its_overlay_and_a_colour_bar(labelled, tmp_path):
+    paths, labels, masks, maps = labelled
+    page = _parse(report_of(labelled, tmp_path))
+    cases = [url for url in page.urls if url.startswith("data:")][3:]  # after ROC, PRO, histogram
+    assert len(cases) == 4
+    for url in cases:
+        with Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))) as png:
+            pixels = np.asarray(png.convert("RGB")).astype(int)
+        height, width, _ = pixels.shape
+        assert width > 1.8 * (height - 55)  # two square panels side by side, a colour bar below
+        left, right = pixels[: height - 60, : width // 2 - 5], pixels[: height - 60, width // 2 + 5 :]
+        # The plain image is the grey-toned stripes; its overlay is tinted by the colour map.
+        assert np.abs(left[..., 0] - left[..., 2]).mean() < 20
+        assert np.abs(right[..., 0] - right[..., 2]).mean() > 20
