@@ -21,7 +21,6 @@ asymmetric (stride-2 convolutions).
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from pathlib import Path
 
@@ -54,7 +53,8 @@ class SamePaddingConv2d(nn.Conv2d):
         for size, kernel, stride in zip(
             reversed(x.shape[-2:]), reversed(self.kernel_size), reversed(self.stride)
         ):
-            total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
+            # Integer arithmetic only: traced for ONNX export, it stays a function of the size.
+            total = max(((size + stride - 1) // stride - 1) * stride + kernel - size, 0)
             pads += [total // 2, total - total // 2]
         if pads[0] == pads[1] and pads[2] == pads[3]:
             # Symmetric (all stride-1 layers): the convolution pads by itself, with no copy.

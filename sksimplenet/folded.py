@@ -211,7 +211,9 @@ class FoldedHead:
         bias = self.bias
         weights = self.level_weights(tuple(int(m.shape[1]) for m in layer_maps))
         areas = [int(m.shape[-2]) * int(m.shape[-1]) for m in layer_maps]
-        target = tuple(int(v) for v in layer_maps[areas.index(max(areas))].shape[-2:])
+        target = tuple(layer_maps[areas.index(max(areas))].shape[-2:])
+        if not torch.jit.is_tracing():  # traced (ONNX export), the sizes stay the input's, symbolic
+            target = tuple(int(v) for v in target)
         hidden_dim = bias.shape[0]
         channels_last = torch.channels_last
         # Levels projected now, for the whole batch: hidden maps (n, hidden_dim, h, w), resized

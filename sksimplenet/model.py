@@ -232,7 +232,7 @@ class SimpleNetModel(nn.Module):
 
         :func:`~sksimplenet.scoring.score_maps`; on the folded path as two matrix products.
         """
-        if not self.uses_folded_head():
+        if not self.uses_folded_head() or torch.jit.is_tracing():  # traced: sizes stay symbolic
             return score_maps(patch_scores, size, self.smoothing_sigma)
         k_h, k_w = self.folded_head.map_operators(
             patch_scores.shape[-2:], size, patch_scores.dtype, patch_scores.device

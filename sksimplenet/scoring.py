@@ -85,7 +85,14 @@ def image_scores(maps: torch.Tensor, image_score: str | float) -> torch.Tensor:
     flat = maps.flatten(1)
     if image_score == "max":
         return flat.amax(dim=1)
-    # int(): under tracing (ONNX export) shapes are tensors; the map size is fixed anyway.
+    if torch.jit.is_tracing():
+        # Traced for ONNX export, where the map size is an input: the same mean over a share
+        # of the sorted map, with the count computed in the graph.
+        ordered = flat.sort(dim=1, descending=True).values
+        size = torch._shape_as_tensor(flat)[1].to(flat.dtype)
+        k = torch.clamp(torch.floor(float(image_score) * size + 0.5), min=1.0)
+        kept = torch.arange(ordered.shape[1], dtype=flat.dtype, device=flat.device) < k
+        return (ordered * kept).sum(dim=1) / k
     k = max(1, int(float(image_score) * int(flat.shape[1]) + 0.5))
     return flat.topk(k, dim=1).values.mean(dim=1)
 

@@ -77,14 +77,12 @@ def test_graph_signature_and_metadata(exported):
     detector, path, session = exported
     (graph_input,) = session.get_inputs()
     assert graph_input.name == "images"
-    assert graph_input.shape[1:] == [3, 64, 64] and isinstance(graph_input.shape[0], str)
+    assert graph_input.shape == ["batch", 3, "height", "width"]  # batch and size dynamic
     outputs = {o.name: o.shape for o in session.get_outputs()}
-    assert set(outputs) == {"anomaly_map", "score"}
-    assert outputs["anomaly_map"][1:] == [64, 64] and isinstance(outputs["anomaly_map"][0], str)
-    assert len(outputs["score"]) == 1 and isinstance(outputs["score"][0], str)
+    assert outputs == {"anomaly_map": ["batch", "height", "width"], "score": ["batch"]}
 
     meta = session.get_modelmeta().custom_metadata_map
-    assert meta == export_metadata(detector)
+    assert meta == {**export_metadata(detector), "dynamic_size": "true"}
     assert (int(meta["input_height"]), int(meta["input_width"])) == (64, 64)
     assert json.loads(meta["resize"]) == detector.resize
     assert json.loads(meta["crop_size"]) == detector.crop_size
@@ -92,6 +90,30 @@ def test_graph_signature_and_metadata(exported):
     assert meta["backbone"] == detector.backbone
     assert tuple(json.loads(meta["layers"])) == detector.model_.extractor.layers
     onnx.checker.check_model(onnx.load(str(path)))
+
+
+@pytest.mark.parametrize("size", [(64, 64), (96, 80), (57, 71)], ids=["training", "larger", "odd"])
+def test_the_graph_scores_other_sizes_as_the_model_does(exported, size):
+    detector, _, session = exported
+    images = torch.rand(2, 3, *size, generator=torch.Generator().manual_seed(3))
+    maps, scores = session.run(["anomaly_map", "score"], {"images": images.numpy()})
+    with torch.no_grad():
+        ref_maps, ref_scores = detector.model_(images)
+    assert maps.shape == (2, *size)
+    np.testing.assert_allclose(maps, ref_maps.numpy(), rtol=0, atol=1e-4)
+    np.testing.assert_allclose(scores, ref_scores.numpy(), rtol=0, atol=1e-4)
+
+
+def test_a_backbone_with_sizes_of_its_own_gives_a_fixed_size_graph(data, tmp_path, monkeypatch):
+    from sksimplenet import export
+
+    monkeypatch.setattr(export, "_scores_at_other_sizes", lambda *args: False)
+    detector = SimpleNetDetector(**BACKBONES["efficientnet_lite0"], **SMALL).fit(data[0])
+    with pytest.warns(UserWarning, match=r"takes inputs of input_size_ = \(64, 64\) only"):
+        detector.export_onnx(tmp_path / "fixed.onnx")
+    session = ort.InferenceSession(str(tmp_path / "fixed.onnx"), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape == ["batch", 3, 64, 64]
+    assert session.get_modelmeta().custom_metadata_map["dynamic_size"] == "false"
 
 
 def test_threshold_recorded_for_a_fitted_offset(exported):
