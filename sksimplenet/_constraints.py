@@ -121,3 +121,17 @@ def is_provenance(value) -> bool:
         and all(isinstance(v, (str, int, float, bool, type(None))) for v in split.values())
     )
     return files_ok and split_ok
+
+
+def is_record(value, depth: int = 2) -> bool:
+    """Whether ``value`` is a dict of str to None, bool, str, finite numbers or (``depth`` deep)
+    such dicts: a small record that JSON holds exactly."""
+    if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
+        return False
+    return all(
+        v is None
+        or isinstance(v, (bool, str))
+        or FINITE.is_satisfied_by(v)
+        or (depth > 1 and is_record(v, depth - 1))
+        for v in value.values()
+    )

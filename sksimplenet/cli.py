@@ -1,8 +1,9 @@
-"""Command line interface: ``sksimplenet fit | evaluate | predict | export | demo``.
+"""Command line interface: ``sksimplenet fit | evaluate | predict | calibrate | export | demo``.
 
 Each command parses its arguments and calls the library: ``fit`` the estimator,
 ``evaluate`` :func:`sksimplenet.inspection.evaluate`, ``predict``
-:func:`sksimplenet.inspection.predict_files`, ``export`` the ONNX exporter, ``demo``
+:func:`sksimplenet.inspection.predict_files`, ``calibrate``
+:meth:`~sksimplenet.SimpleNetDetector.calibrate`, ``export`` the ONNX exporter, ``demo``
 :func:`sksimplenet.inspection.run_demo`; docs/cli.md shows each with its Python equivalent.
 Results (tables, CSV, JSON) go to standard output; progress bars, notes and warnings go to
 standard error, and ``--quiet`` (before or after the command) silences them. An error is
@@ -54,14 +55,12 @@ def _note(args, message: str) -> None:
 
 
 def _warn(message: str) -> None:
-    """A line on stderr, above any progress bar."""
     from tqdm.auto import tqdm
 
-    tqdm.write(f"sksimplenet: {message}", file=sys.stderr)
+    tqdm.write(f"sksimplenet: {message}", file=sys.stderr)  # above any progress bar
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """Warnings as one line each, ``sksimplenet: warning: ...`` (``--quiet`` silences them)."""
+def _show_warning(message, *details, **more) -> None:  # one line each; --quiet: none
     _warn(f"warning: {message}")
 
 
@@ -86,10 +85,26 @@ def _load_model(args):
     if not Path(args.model).is_file():
         raise CommandError(f"model file {args.model} does not exist")
     detector = load(args.model, allow_pickle=args.allow_pickle)
-    for name in ("device", "precision"):
+    for name in ("device", "precision", "inference_batch_size"):
         if getattr(args, name, None):
             detector.set_params(**{name: getattr(args, name)})
+    for name in ("threshold", "pixel_threshold"):  # operating points for this run only
+        if getattr(args, name, None) is not None:
+            setattr(detector, f"{name}_", getattr(args, name))
     return detector
+
+
+def _save(detector, output: Path) -> None:
+    """A .safetensors file in the safe format, anything else with joblib."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if output.suffix == ".safetensors":
+        from .persistence import save
+
+        save(detector, output)
+    else:
+        import joblib
+
+        joblib.dump(detector, output)
 
 
 def params_path(model) -> Path:
@@ -98,45 +113,16 @@ def params_path(model) -> Path:
     return model.with_name(model.name + PARAMS_SUFFIX)
 
 
-def _checked(params: dict, source: str) -> dict:
-    """``params``, or an error naming what the estimator does not accept from ``source``."""
-    from .config import unknown_parameters
-    from .detector import SimpleNetDetector
-
-    for name in params:
-        if name in _CLI_PARAMS:
-            raise CommandError(f"{source}: {name} is set by {_CLI_PARAMS[name]}, not as a parameter")
-    unknown = unknown_parameters(params)
-    if unknown:
-        valid = ", ".join(n for n in sorted(SimpleNetDetector._get_param_names()) if n not in _CLI_PARAMS)
-        raise CommandError(f"{source}: unknown parameter {unknown[0]!r}; the parameters are: {valid}")
-    return params
-
-
-def _set_options(entries: list[str]) -> dict:
-    params = {}
-    for entry in entries:
-        name, equals, value = entry.partition("=")
-        name = name.strip().replace("-", "_")
-        if not equals or not name:
-            raise CommandError(f"--set expects NAME=VALUE, got {entry!r}")
-        params[name] = parse_value(value)
-    return params
-
-
 def _configured_detector(args):
     """The detector ``fit`` trains: defaults < --config < named options < --set, in that order.
 
     Every value is checked by the estimator's own validation before any data is read.
     """
-    from .config import read_config
+    from .config import combined_parameters
     from .detector import SimpleNetDetector, validate_params
 
-    params = _checked(read_config(args.config), f"--config {args.config}") if args.config else {}
-    params.update(
-        {key[len("param_") :]: value for key, value in vars(args).items() if key.startswith("param_")}
-    )
-    params.update(_checked(_set_options(args.set or []), "--set"))
+    named = {key[len("param_") :]: value for key, value in vars(args).items() if key.startswith("param_")}
+    params = combined_parameters(args.config, named, args.set or [], reserved=_CLI_PARAMS)
     detector = SimpleNetDetector(verbose=not args.quiet, **params)
     validate_params(detector.get_params(deep=False))  # InvalidParameterError naming the parameter
     return detector
@@ -169,15 +155,7 @@ def _fit(args) -> None:
     detector.fit(split["train_paths"])
     detector.provenance_["split"] = split["settings"]
     detector.set_params(verbose=False)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    if output.suffix == ".safetensors":
-        from .persistence import save
-
-        save(detector, output)
-    else:
-        import joblib
-
-        joblib.dump(detector, output)
+    _save(detector, output)
     params_file = params_path(output)
     params_file.write_text(parameters_json(detector), encoding="utf-8")
     print(fit_results(detector), flush=True)
@@ -235,6 +213,7 @@ def _predict(args) -> int:
             keep_maps=overlays or args.masks or args.maps,
             maps_dir=outdir if args.maps else None,
             fail_fast=args.fail_fast,
+            recursive=args.recursive,
             progress=not args.quiet,
         )
     except FileError as error:
@@ -263,6 +242,35 @@ def _predict(args) -> int:
     return 0
 
 
+def _calibrate(args) -> None:
+    from .inspection import image_paths
+
+    detector = _load_model(args)
+    before = detector.threshold_
+    if args.contamination is not None:
+        detector.set_params(contamination=args.contamination)
+    budget = dict(max_fpr=args.max_fpr, min_recall=args.min_recall)
+    if args.dataset is None:
+        detector.calibrate()
+    elif args.layout:  # a labelled validation set: its test split
+        split = _load_split(args)
+        detector.set_params(verbose=not args.quiet)
+        masks = split.get("test_masks") if args.pixel else None
+        detector.calibrate(split["test_paths"], split["test_labels"], masks=masks, pixel=args.pixel, **budget)
+    else:  # normal images
+        if any(value is not None for value in budget.values()):
+            raise CommandError("--max-fpr and --min-recall need a labelled set: give --layout")
+        detector.set_params(verbose=not args.quiet)
+        detector.calibrate(image_paths([args.dataset], recursive=True), pixel=args.pixel)
+    detector.set_params(verbose=False)
+    _save(detector, Path(args.output))
+    print("| threshold | before | after |\n| --- | ---: | ---: |")
+    print(f"| image | {before:.6g} | {detector.threshold_:.6g} |")
+    if detector.pixel_threshold_ is not None:
+        print(f"| pixel (masks) | | {detector.pixel_threshold_:.6g} |")
+    _note(args, f"calibrated ({detector.calibration_['method']}); model written to {args.output}")
+
+
 def _export(args) -> None:
     detector = _load_model(args)
     output = Path(args.output)
@@ -271,14 +279,16 @@ def _export(args) -> None:
     height, width = detector.input_size_
     _note(
         args,
-        f"ONNX graph written to {output}: input 'images' float32 (N, 3, {height}, {width}), RGB in [0, 1]; "
+        f"ONNX graph written to {output}: input 'images' float32 (N, 3, H, W), RGB in [0, 1], trained at "
+        f"{height} x {width}; "
         f"outputs 'anomaly_map' and 'score' (anomalous when score > {detector.threshold_:.6g})",
     )
 
 
 def _demo(args) -> None:
-    from .inspection import DEMO_DATA, DEMO_N_TRAIN, metrics_table, run_demo
+    from .inspection import DEMO_DATA, DEMO_N_TRAIN, metrics_table, require_matplotlib, run_demo
 
+    require_matplotlib()
     start = time.perf_counter()
     n_test = DEMO_DATA["n_normal"] + DEMO_DATA["n_anomalous"] - DEMO_N_TRAIN
     _note(
@@ -341,9 +351,15 @@ _DATASET = (
     _option("--split-csv", default="split_csv/1cls.csv", help="visa: split file in DATASET (%(default)s)"),
     _option("--split-seed", type=int, default=0, help="mtd: split seed, for fit and evaluate (%(default)s)"),
 )  # fmt: skip
-_SCORING = (  # where, and in which backbone precision, a saved model scores (default: as saved)
-    _option("--device", help="auto, cpu, cuda or cuda:N"),
+_SCORING = (  # where, in which backbone precision and at which threshold a model scores (default: as saved)
+    _option("--device", help="auto, cpu, cuda, cuda:N or mps"),
     _option("--precision", choices=PRECISIONS, help=f"{PRECISION_HELP} (default: the model's)"),
+    _option(
+        "--batch-size", dest="inference_batch_size", type=int, metavar="N", help="images per network pass"
+    ),
+    _option(
+        "--threshold", type=float, metavar="T", help="image threshold for this run (default: the model's)"
+    ),
 )
 _FIT_HELP = (
     f"Train on the normal training images of DATASET and save the detector, and its parameters as JSON "
@@ -361,6 +377,12 @@ _PREDICT_HELP = (
     "written). With -o, overlays show every map on one colour scale centred on the threshold, with a colour "
     "bar and the image's score; --masks and --maps add map >= threshold as PNG and the maps as .npy, at "
     "each image's size."
+)
+_CALIBRATE_HELP = (
+    "Write MODEL with a new decision threshold, from normal images (the 1 - contamination quantile of "
+    "their scores, as fit does), from a labelled validation set (largest F1 of the anomalous class, or "
+    "--max-fpr / --min-recall), or again from the images fit held out (e.g. with a new --contamination). "
+    "Calibrate on images set apart for it, never on the test images of an evaluation."
 )
 #: Each command: its help, its description, its options and what runs it.
 COMMANDS = {
@@ -390,7 +412,23 @@ COMMANDS = {
         _option("--maps", action="store_true", help="also write STEM_map.npy: the anomaly map"),
         _option("--no-overlays", action="store_true", help="write no overlay PNGs"),
         _option("--fail-fast", action="store_true", help="stop at the first unreadable image (status 2)"),
+        _option("--recursive", action="store_true", help="also the images in folders' subfolders"),
+        _option("--pixel-threshold", type=float, metavar="P", help="masks: map >= P (default: the model's)"),
     ), _predict),
+    "calibrate": ("set a saved detector's threshold again, without retraining", _CALIBRATE_HELP, (
+        *_MODEL,
+        _option("dataset", metavar="SOURCE", nargs="?", help="normal images (a folder), or with --layout a "
+                "labelled data set whose test split calibrates; none: the images fit held out"),
+        _option("-o", "--output", required=True, metavar="OUT", help="the calibrated model"),
+        _option("--layout", choices=LAYOUTS, help="how SOURCE is organised, when it is labelled"),
+        _option("--category", help="category (mvtec) or object (visa)"),
+        _option("--split-csv", default="split_csv/1cls.csv", help=argparse.SUPPRESS),
+        _option("--split-seed", type=int, default=0, help="mtd: split seed"),
+        _option("--contamination", type=float, metavar="C", help="normal images: the share to flag"),
+        _option("--max-fpr", type=float, metavar="F", help="labelled: most recall with FPR <= F"),
+        _option("--min-recall", type=float, metavar="R", help="labelled: fewest alarms, recall >= R"),
+        _option("--pixel", action="store_true", help="also set the pixel threshold for masks"),
+    ), _calibrate),
     "export": ("write a saved detector's inference graph to an ONNX file",
                "Write MODEL's whole inference path (backbone to anomaly map and image score) to an ONNX file "
                "that runs without PyTorch or this package; see docs/deployment.md. Needs onnx "
@@ -408,7 +446,7 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``sksimplenet`` argument parser (``fit``, ``evaluate``, ``predict``, ``export``, ``demo``).
+    """The ``sksimplenet`` argument parser, one subcommand per entry of :data:`COMMANDS`.
 
     Building it imports neither PyTorch nor the estimator.
     """
@@ -418,6 +456,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sksimplenet {__version__}")
     parser.add_argument(
         "--quiet", action="store_true", default=False, help="no progress bars, notes or warnings"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="PyTorch's CPU threads (default: its own choice; on a "
+        "machine shared with other work, the number of idle cores is much faster)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
@@ -478,6 +523,10 @@ def main(argv: list[str] | None = None) -> int:
             warnings.showwarning = _show_warning  # one line each, not Python's two with the source
             if args.quiet:
                 warnings.simplefilter("ignore")
+            if args.threads is not None:
+                import torch
+
+                torch.set_num_threads(args.threads)
             code = args.run(args)
     except KeyboardInterrupt:
         print("sksimplenet: interrupted", file=sys.stderr)

@@ -16,7 +16,14 @@ import json
 import os
 from pathlib import Path
 
-__all__ = ["parameters_json", "parameters_table", "parse_value", "read_config", "unknown_parameters"]
+__all__ = [
+    "combined_parameters",
+    "parameters_json",
+    "parameters_table",
+    "parse_value",
+    "read_config",
+    "unknown_parameters",
+]
 
 #: Parameters a saved record leaves out: they say how to show progress, not what to fit.
 NOT_RECORDED = ("verbose",)
@@ -104,6 +111,56 @@ def read_config(path: str | os.PathLike) -> dict:
     if not isinstance(data, dict):
         raise ValueError(f"config file {path} must hold one table of parameter names and values")
     return {name: _tuples(value) for name, value in data.items()}
+
+
+def _checked(params: dict, source: str, reserved: dict) -> dict:
+    """``params``, or a ValueError naming what the estimator does not take from ``source``."""
+    from .detector import SimpleNetDetector
+
+    for name in params:
+        if name in reserved:
+            raise ValueError(f"{source}: {name} is set by {reserved[name]}, not as a parameter")
+    unknown = unknown_parameters(params)
+    if unknown:
+        valid = ", ".join(n for n in sorted(SimpleNetDetector._get_param_names()) if n not in reserved)
+        raise ValueError(f"{source}: unknown parameter {unknown[0]!r}; the parameters are: {valid}")
+    return params
+
+
+def combined_parameters(
+    config=None, named: dict | None = None, entries=(), reserved: dict | None = None
+) -> dict:
+    """Parameters from a config file, then named values, then ``NAME=VALUE`` texts, later ones winning.
+
+    Parameters
+    ----------
+    config : str or path, default=None
+        A file :func:`read_config` reads.
+    named : dict, default=None
+        Values already parsed (the command line's named options).
+    entries : sequence of str
+        ``NAME=VALUE`` texts (``-`` in a name reads as ``_``), parsed by :func:`parse_value`.
+    reserved : dict of str to str, default=None
+        Parameters set elsewhere, with where: refused in the file and the entries.
+
+    Raises
+    ------
+    ValueError
+        An entry without ``=``, or a name the estimator does not have or that is reserved; the
+        message names the source and lists the parameters.
+    """
+    reserved = reserved or {}
+    params = _checked(read_config(config), f"--config {config}", reserved) if config else {}
+    params.update(named or {})
+    texts = {}
+    for entry in entries:
+        name, equals, value = entry.partition("=")
+        name = name.strip().replace("-", "_")
+        if not equals or not name:
+            raise ValueError(f"--set expects NAME=VALUE, got {entry!r}")
+        texts[name] = parse_value(value)
+    params.update(_checked(texts, "--set", reserved))
+    return params
 
 
 def _jsonable(value):

@@ -32,6 +32,7 @@ from ._constraints import (
     is_number_list,
     is_positive_number,
     is_provenance,
+    is_record,
     is_vector,
 )
 from .backbones import build_feature_extractor
@@ -151,19 +152,24 @@ def _check_labels(y, n_images: int) -> np.ndarray:
     return y.astype(int)
 
 
-def _warn_if_few_held_out(n_held_out: int, contamination: float) -> None:
-    """Warn when too few held-out images set the threshold for the share asked for.
+_WARNED_FEW_IMAGES: set[str] = set()  # warnings already given in this process
 
-    Of ``n`` held-out normal images, the largest scores above about ``1 / (n + 1)`` of new
-    normal images like them, so no quantile of them can promise fewer false alarms than that.
+
+def _warn_if_few_images(n_images: int, contamination: float, source: str) -> None:
+    """Warn, once per process, when too few normal images set the threshold for the share asked for.
+
+    Of ``n`` normal images, the largest scores above about ``1 / (n + 1)`` of new normal
+    images like them, so no quantile of them can promise fewer false alarms than that.
+    Cross-validation fits many small detectors: the warning is given once, not per fold.
     """
-    if n_held_out == 0 or 1.0 / (n_held_out + 1) <= _FALSE_ALARM_SLACK * contamination:
+    if n_images == 0 or 1.0 / (n_images + 1) <= _FALSE_ALARM_SLACK * contamination or _WARNED_FEW_IMAGES:
         return
+    _WARNED_FEW_IMAGES.add(source)
     warnings.warn(
-        f"Only {n_held_out} held-out image{'s' if n_held_out > 1 else ''} set the threshold: about "
-        f"{1 / (n_held_out + 1):.0%} of new normal images will score above it, not the "
-        f"{contamination:.0%} contamination asks for. Fit on more normal images or raise "
-        "validation_fraction.",
+        f"Only {n_images} {source} image{'s' if n_images > 1 else ''} set the threshold: about "
+        f"{1 / (n_images + 1):.0%} of new normal images will score above it, not the "
+        f"{contamination:.0%} contamination asks for. Use more normal images (fit on more, raise "
+        "validation_fraction, or calibrate on more). This warning is given once per process.",
         UserWarning,
         stacklevel=4,
     )
@@ -200,9 +206,11 @@ def _resolve_device(device: str | torch.device, fitting: bool) -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
+    available = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
+    if device.type in available and not available[device.type]():
+        backend = "CUDA" if device.type == "cuda" else "MPS (Apple GPUs)"
         if fitting:
-            raise ValueError(f"device={str(device)!r} was requested but CUDA is not available")
+            raise ValueError(f"device={str(device)!r} was requested but {backend} is not available here")
         warnings.warn(f"device={str(device)!r} is not available here; scoring on the CPU", stacklevel=3)
         return torch.device("cpu")
     return device
@@ -243,6 +251,7 @@ PARAMETER_CONSTRAINTS: dict = {
     "image_score": [StrOptions({"max"}), Number(Real, 0, 1, closed="right")],
     "contamination": [StrOptions({"auto"}), Number(Real, 0, 0.5, closed="right")],
     "cache_dtype": [StrOptions(set(_CACHE_DTYPES))],
+    "inference_batch_size": [None, Number(Integral, 1, None, closed="left")],
     "precision": [StrOptions(set(PRECISIONS))],
     "cache_dir": [None, str, os.PathLike],
     "device": [Rule(_is_device, "'auto', 'cpu', 'cuda', 'cuda:N', 'mps' or a torch.device of those")],
@@ -288,8 +297,14 @@ FITTED_ATTRIBUTES = {
     "n_train_images_": FittedAttribute(Number(Integral, 1, None, closed="left"), REQUIRED),
     "n_held_out_images_": FittedAttribute(Number(Integral, 0, None, closed="left"), lambda a: 0),
     "held_out_indices_": FittedAttribute(_INDICES, lambda a: []),
-    "threshold_": FittedAttribute(FINITE, lambda a: -float(a["offset_"])),
-    "offset_": FittedAttribute(FINITE, REQUIRED),
+    "threshold_": FittedAttribute(FINITE, REQUIRED),
+    "pixel_threshold_": FittedAttribute(
+        Rule(lambda v: v is None or FINITE.is_satisfied_by(v), "None or a finite number"), lambda a: None
+    ),
+    "calibration_": FittedAttribute(
+        Rule(is_record, "a dict of names to numbers, strings, None or such dicts"),
+        lambda a: _earlier_calibration(a),
+    ),
     "decision_scores_": FittedAttribute(
         Rule(
             lambda v: is_vector(v, "f") and bool(np.isfinite(v).all()), "a 1-D float array of finite numbers"
@@ -306,6 +321,23 @@ FITTED_ATTRIBUTES = {
     ),
     "fit_time_": FittedAttribute(Number(Real, 0, None, closed="left"), REQUIRED),
 }
+
+
+def _quantile_record(contamination: float, n_images: int, source: str) -> dict:
+    """``calibration_`` of a threshold set as a quantile of normal images' scores."""
+    return {
+        "method": "quantile",
+        "contamination": float(contamination),
+        "n_images": int(n_images),
+        "images": source,
+    }
+
+
+def _earlier_calibration(attributes: dict) -> dict:
+    """What set the threshold of a model saved before ``calibration_`` existed."""
+    n_held_out = attributes.get("n_held_out_images_", 0)
+    source = "held-out training images" if n_held_out else "training images"
+    return {"method": "quantile", "contamination": None, "n_images": n_held_out or None, "images": source}
 
 
 def validate_params(params: dict) -> None:
@@ -440,6 +472,10 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         (of the training images' with ``validation_fraction=0``). ``"auto"``: 0.01.
     cache_dtype : {"float16", "bfloat16", "float32"}, default="float16"
         Storage type of the training feature cache.
+    inference_batch_size : int or None, default=None
+        Images per pass through the network when extracting features and scoring (None: 16
+        on a CPU, 64 on CUDA). Larger batches use more memory; results are the same up to
+        rounding.
     precision : {"float32", "bfloat16", "float16", "auto"}, default="float32"
         Arithmetic of the frozen backbone, in fit's feature extraction and in scoring;
         the rest stays float32. ``"auto"``: bfloat16 on a CPU with native bfloat16
@@ -475,9 +511,19 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         held-out normal patches against copies noised at half ``sigma``
         (:func:`sksimplenet.training.validation_loss`). Empty with ``validation_fraction=0``.
     threshold_ : float
-        Image anomaly score above which ``predict`` answers -1 (higher = more anomalous).
+        Image anomaly score above which ``predict`` answers -1 (higher = more anomalous). Set
+        by ``fit`` from the held-out images; :meth:`calibrate` sets it again (from new normal
+        images or a labelled validation set), and it may be assigned directly.
     offset_ : float
-        ``-threshold_``: ``decision_function = score_samples - offset_``.
+        ``-threshold_`` (a property: ``decision_function = score_samples - offset_``).
+    pixel_threshold_ : float or None
+        The map value at which a pixel counts as defective in masks (the command line's
+        ``predict --masks``); None (after ``fit``) uses ``threshold_``. Set by
+        ``calibrate(..., pixel=True)``. :attr:`mask_threshold` is the one in force.
+    calibration_ : dict
+        How ``threshold_`` was set: ``method`` (``"quantile"``, ``"f1"``, ``"max_fpr"`` or
+        ``"min_recall"``), its ``contamination`` or ``value``, ``n_images`` and which
+        ``images``, and ``pixel`` (how ``pixel_threshold_`` was set, or None).
     n_train_images_ : int
         Number of images in the gradient steps.
     n_held_out_images_ : int
@@ -537,6 +583,7 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         image_score=0.01,
         contamination="auto",
         cache_dtype="float16",
+        inference_batch_size=None,
         precision="float32",
         cache_dir=None,
         device="auto",
@@ -572,6 +619,7 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         self.image_score = image_score
         self.contamination = contamination
         self.cache_dtype = cache_dtype
+        self.inference_batch_size = inference_batch_size
         self.precision = precision
         self.cache_dir = cache_dir
         self.device = device
@@ -603,11 +651,17 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         workers = joblib.effective_n_jobs(self.n_jobs) if files and self.n_jobs not in (None, 1) else 0
         return torch.utils.data.DataLoader(
             dataset,
-            batch_size=_GPU_INFERENCE_BATCH if device.type == "cuda" else _INFERENCE_BATCH,
+            batch_size=self._inference_batch(device),
             num_workers=workers,
             collate_fn=_collate,
             pin_memory=device.type == "cuda",
         )
+
+    def _inference_batch(self, device: torch.device) -> int:
+        """Images per network pass when scoring (and extracting features)."""
+        if self.inference_batch_size is not None:
+            return int(self.inference_batch_size)
+        return _GPU_INFERENCE_BATCH if device.type == "cuda" else _INFERENCE_BATCH
 
     def _batches(self, images: list, device: torch.device, desc: str, positions=None):
         """Yield preprocessed image batches ``(n, 3, H, W)`` on ``device``, same-size groups.
@@ -732,8 +786,9 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
             feature_shape = tuple(cache.tensor.shape[1:])
         calibration = scores[n_trained:n_fitted] if held_out else scores[:n_trained]
         contamination = AUTO_CONTAMINATION if self.contamination == "auto" else self.contamination
-        _warn_if_few_held_out(len(held_out), contamination)
+        _warn_if_few_images(len(held_out), contamination, "held-out")
         threshold = float(np.quantile(calibration, 1.0 - contamination))
+        source = "held-out training images" if held_out else "training images"
         decision_scores = np.empty(n_images)
         decision_scores[order] = scores
         provenance = {"files": training_files([images[p] for p in fitted_on]), "split": None}
@@ -749,7 +804,8 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
             n_held_out_images_=len(held_out),
             held_out_indices_=fitted_on[n_trained:],
             threshold_=threshold,
-            offset_=-threshold,
+            pixel_threshold_=None,
+            calibration_=_quantile_record(contamination, len(calibration), source),
             decision_scores_=decision_scores,
             labels_=(decision_scores > threshold).astype(int),
             provenance_=provenance,
@@ -817,8 +873,9 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
     ) -> np.ndarray:
         """Image anomaly scores ``(n_images,)`` from cached features, as ``_infer`` computes them."""
         scores = []
-        for start in range(0, len(features), _INFERENCE_BATCH):
-            batch = features[start : start + _INFERENCE_BATCH].to(device, non_blocking=True)
+        step = self._inference_batch(device)
+        for start in range(0, len(features), step):
+            batch = features[start : start + step].to(device, non_blocking=True)
             scores.append(model.maps_and_scores(model.patch_scores(batch), size)[1])
         return torch.cat(scores).float().cpu().numpy()
 
@@ -864,13 +921,137 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         """
         return -self._infer(X, keep_maps=False)[1]
 
+    @property
+    def offset_(self) -> float:
+        """``-threshold_`` (scikit-learn's convention: ``decision_function = score_samples - offset_``).
+
+        Assigning it sets ``threshold_``: the two never disagree.
+        """
+        check_is_fitted(self, "model_")
+        return -self.threshold_
+
+    @offset_.setter
+    def offset_(self, value: float) -> None:
+        self.threshold_ = -float(value)
+
     def decision_function(self, X) -> np.ndarray:
         """``score_samples(X) - offset_``: negative for outliers. Shape ``(n_images,)``."""
         return self.score_samples(X) - self.offset_
 
     def predict(self, X) -> np.ndarray:
-        """+1 for inliers (normal), -1 for outliers (anomalous). Shape ``(n_images,)``."""
+        """+1 for inliers (normal), -1 for outliers (anomalous): -1 where the image anomaly score
+        is above ``threshold_``. Shape ``(n_images,)``."""
         return np.where(self.decision_function(X) < 0, -1, 1)
+
+    # ------------------------------------------------------------------ operating point
+    def calibrate(self, X=None, y=None, *, max_fpr=None, min_recall=None, masks=None, pixel: bool = False):
+        """Set the decision threshold (and optionally the pixel threshold) again, without retraining.
+
+        - ``calibrate()``: from the images ``fit`` held out (their stored scores), with the
+          current ``contamination``: ``set_params(contamination=0.05).calibrate()``.
+        - ``calibrate(X)``: ``X`` are new **normal** images (for example from a line after a
+          change); the threshold is the ``1 - contamination`` quantile of their scores, as
+          ``fit`` sets it from its held-out images.
+        - ``calibrate(X, y)``: ``X`` is a labelled validation set, ``y`` +1 normal / -1
+          anomalous: the threshold with the largest F1 of the anomalous class (anomalib's
+          adaptive threshold), or with ``max_fpr`` the most recall whose false-positive rate
+          on the normal images is at most ``max_fpr``, or with ``min_recall`` the fewest
+          false alarms that catch at least that share of the anomalous images
+          (:func:`sksimplenet.metrics.operating_threshold`). These must be images set apart
+          for this, never the test images of an evaluation.
+
+        Parameters
+        ----------
+        X : sequence of images or array-like, default=None
+        y : array-like of shape (n_images,), default=None
+        max_fpr, min_recall : float in [0, 1], default=None
+            With ``y``: the budget (at most one of the two).
+        masks : sequence of n_images items, default=None
+            With ``y`` and ``pixel``: ground-truth masks (paths, arrays, None for images
+            without defects) on the images' own grid.
+        pixel : bool, default=False
+            Also set ``pixel_threshold_``, the score at which a pixel is marked defective in
+            masks: with normal images, the ``1 - contamination`` quantile of each image's
+            largest map value (about ``contamination`` of normal images then show a defect
+            pixel); with ``masks``, the largest pixel F1. Otherwise ``pixel_threshold_`` is
+            left as it is (None: masks use ``threshold_``).
+
+        Returns
+        -------
+        self
+            With ``threshold_`` (and ``offset_``), ``labels_``, ``calibration_`` and, with
+            ``pixel``, ``pixel_threshold_`` set; nothing else changes.
+        """
+        from .metrics import best_pixel_threshold, masks_at_map_resolution, operating_threshold
+
+        check_is_fitted(self, "model_")
+        validate_params(self.get_params(deep=False))
+        contamination = AUTO_CONTAMINATION if self.contamination == "auto" else self.contamination
+        if max_fpr is not None and min_recall is not None:
+            raise ValueError("give max_fpr or min_recall, not both")
+        if y is None and (max_fpr is not None or min_recall is not None or masks is not None):
+            raise ValueError("max_fpr, min_recall and masks choose a threshold on labelled images: pass y")
+        pixel_threshold, pixel_record = self.pixel_threshold_, (self.calibration_ or {}).get("pixel")
+        if X is None:
+            if pixel:
+                raise ValueError("pixel=True needs images: pass X")
+            stored = getattr(self, "decision_scores_", None)
+            if stored is None or not self.held_out_indices_:
+                raise ValueError(
+                    "calibrate() without images uses the scores of the images fit held out, and this "
+                    "model has none (validation_fraction=0, or saved without them): pass normal images X"
+                )
+            scores = stored[self.held_out_indices_]
+            _warn_if_few_images(len(scores), contamination, "held-out")
+            threshold = float(np.quantile(scores, 1.0 - contamination))
+            record = _quantile_record(contamination, len(scores), "held-out training images")
+        else:
+            maps, scores, images = self._infer(X, keep_maps=pixel)
+            if y is None:
+                _warn_if_few_images(len(scores), contamination, "calibration")
+                threshold = float(np.quantile(scores, 1.0 - contamination))
+                record = _quantile_record(contamination, len(scores), "normal calibration images")
+                if pixel:
+                    peaks = np.array([float(torch.nan_to_num(m, nan=-np.inf).max()) for m in maps])
+                    pixel_threshold = float(np.quantile(peaks, 1.0 - contamination))
+                    pixel_record = {
+                        "method": "quantile of the map maxima",
+                        "contamination": float(contamination),
+                    }
+            else:
+                y = _check_labels(y, len(scores))
+                criterion, value = ("max_fpr", max_fpr) if max_fpr is not None else ("min_recall", min_recall)
+                if max_fpr is None and min_recall is None:
+                    criterion, value = "f1", None
+                threshold = operating_threshold(y, scores, criterion, value)
+                record = {
+                    "method": criterion,
+                    "value": None if value is None else float(value),
+                    "n_images": len(scores),
+                    "n_anomalous": int((y == -1).sum()),
+                    "images": "labelled validation images",
+                }
+                if pixel:
+                    if masks is None:
+                        raise ValueError("pixel=True with labelled images needs their masks")
+                    shapes = [tuple(m.shape) for m in maps]
+                    grid = masks_at_map_resolution(masks, y, self.resize, self.crop_size, shapes)
+                    pixel_threshold = best_pixel_threshold(grid, [m.numpy() for m in maps])
+                    pixel_record = {"method": "pixel f1", "n_images": len(scores)}
+        record["pixel"] = pixel_record
+        # Only now, with everything computed, does the estimator change.
+        self.threshold_ = threshold
+        self.pixel_threshold_ = pixel_threshold
+        self.calibration_ = record
+        if getattr(self, "decision_scores_", None) is not None:
+            self.labels_ = (self.decision_scores_ > threshold).astype(int)
+        return self
+
+    @property
+    def mask_threshold(self) -> float:
+        """The score at which a pixel is marked defective: ``pixel_threshold_``, else ``threshold_``."""
+        check_is_fitted(self, "model_")
+        return self.threshold_ if self.pixel_threshold_ is None else self.pixel_threshold_
 
     # ------------------------------------------------------------------ deployment
     def summary(self) -> str:
@@ -939,6 +1120,8 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
     def __setstate__(self, state):
         for name, value in EARLIER_VALUES.items():  # pickled before the parameter existed
             state.setdefault(name, value)
+        if "offset_" in state:  # pickled when offset_ was stored: threshold_ is, offset_ derives from it
+            state.setdefault("threshold_", -float(state.pop("offset_")))
         super().__setstate__(state)
         if "model_" in state:
             self._add_earlier_fitted_attributes()

@@ -337,7 +337,7 @@ def model_summary(detector) -> dict[str, str]:
     import hashlib
 
     from . import __version__
-    from .detector import AUTO_CONTAMINATION, SimpleNetDetector
+    from .detector import SimpleNetDetector
 
     defaults = SimpleNetDetector().get_params()
     changed = {
@@ -346,10 +346,15 @@ def model_summary(detector) -> dict[str, str]:
         if name not in ("backbone", "verbose") and repr(value) != repr(defaults.get(name))
     }
     backbone = detector.backbone if isinstance(detector.backbone, str) else type(detector.backbone).__name__
-    contamination = detector.contamination
-    share = AUTO_CONTAMINATION if contamination == "auto" else contamination
-    held_out = getattr(detector, "n_held_out_images_", 0)
-    source = f"{held_out} held-out training images" if held_out else "the training images"
+    record = getattr(detector, "calibration_", None) or {}
+    how = f"{record.get('method')} on {record.get('n_images')} {record.get('images')}"
+    if record.get("method") == "quantile" and record.get("contamination") is not None:
+        how = (
+            f"the {1 - record['contamination']:.0%} quantile of the image scores of {record['n_images']} "
+            f"{record['images']}"
+        )
+    elif record.get("method") in ("max_fpr", "min_recall"):
+        how += f" ({record['method']} = {record['value']})"
     files = (getattr(detector, "provenance_", None) or {}).get("files", [])
     digest = "in-memory images (no files)"
     if files:
@@ -358,10 +363,7 @@ def model_summary(detector) -> dict[str, str]:
     return {
         "backbone": backbone,
         "parameters changed from the defaults": ", ".join(f"{k}={v!r}" for k, v in changed.items()) or "none",
-        "threshold": (
-            f"{detector.threshold_:.6g}: the {1 - share:.0%} quantile of the image scores of {source} "
-            f"(contamination={contamination!r})"
-        ),
+        "threshold": f"{detector.threshold_:.6g}: {how}",
         "training files": digest,
         "sksimplenet": __version__,
         "report written": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -522,13 +524,16 @@ class Predictions:
     records : list of FileScore
     threshold : float
         The detector's ``threshold_`` when the files were scored.
+    mask_threshold : float
+        Its :attr:`~sksimplenet.SimpleNetDetector.mask_threshold`: masks mark ``map >= mask_threshold``.
     color_range : list of float or None
         ``[vmin, vmax]`` of the overlays :meth:`write` drew, centred on the threshold.
     """
 
-    def __init__(self, records: list[FileScore], threshold: float, scratch=None):
+    def __init__(self, records: list[FileScore], threshold: float, mask_threshold: float, scratch=None):
         self.records = records
         self.threshold = float(threshold)
+        self.mask_threshold = float(mask_threshold)
         self.color_range: list[float] | None = None
         self._scratch = scratch
 
@@ -608,7 +613,7 @@ class Predictions:
         progress: bool = False,
     ) -> Path:
         """Write the results into ``outdir``: ``predictions.csv`` (or ``.json``) and, per image,
-        ``STEM_overlay.png``, ``STEM_mask.png`` (``map >= threshold``) and ``STEM_map.npy``.
+        ``STEM_overlay.png``, ``STEM_mask.png`` (``map >= mask_threshold``) and ``STEM_map.npy``.
 
         Overlays share one colour scale centred on the threshold, with a colour bar and the
         image's score (:func:`sksimplenet.plotting.save_overlay`); masks and maps need maps
@@ -630,7 +635,7 @@ class Predictions:
                     shutil.copyfile(record.map_file, target)
                 record.outputs["map"] = target.name
             if masks:
-                _write_mask(outdir / f"{stem}_mask.png", record.anomaly_map(), self.threshold)
+                _write_mask(outdir / f"{stem}_mask.png", record.anomaly_map(), self.mask_threshold)
                 record.outputs["mask"] = f"{stem}_mask.png"
         if overlays:
             self._draw_overlays(outdir, stems, progress)
@@ -810,7 +815,10 @@ def predict_files(
     if keep_maps:
         Path(maps_dir).mkdir(parents=True, exist_ok=True)
     stems = _output_stems(paths)
-    chunk_size = _CHUNK_WITH_MAPS if keep_maps else _CHUNK_SCORES_ONLY
+    # At least one network batch per call (a larger inference_batch_size gives larger chunks).
+    chunk_size = max(
+        _CHUNK_WITH_MAPS if keep_maps else _CHUNK_SCORES_ONLY, detector.inference_batch_size or 0
+    )
     records: list[FileScore] = []
     with tqdm(total=len(paths), desc="scoring", unit="image", disable=not progress) as bar:
         for start in range(0, len(paths), chunk_size):
@@ -825,7 +833,7 @@ def predict_files(
                     np.save(record.map_file, anomaly_map)
                 records.append(record)
                 bar.update(1)
-    return Predictions(records, threshold, scratch)
+    return Predictions(records, threshold, detector.mask_threshold, scratch)
 
 
 # ----------------------------------------------------------------------------- the demo

@@ -42,8 +42,10 @@ from scipy import ndimage
 from sklearn.metrics import (
     accuracy_score,
     auc,
+    average_precision_score,
     confusion_matrix,
     f1_score,
+    make_scorer,
     precision_recall_curve,
     precision_score,
     recall_score,
@@ -51,7 +53,10 @@ from sklearn.metrics import (
 )
 
 __all__ = [
+    "anomaly_scorer",
     "aupro",
+    "best_pixel_threshold",
+    "operating_threshold",
     "evaluate",
     "f1_max",
     "image_auroc",
@@ -121,11 +126,15 @@ def _scores(scores, n: int) -> np.ndarray:
     return s
 
 
+def _f1_curve(tp: np.ndarray, fp: np.ndarray, n_positive: float) -> np.ndarray:
+    """``2 TP / (2 TP + FP + FN)`` at each threshold; ``FN = n_positive - TP``."""
+    denominator = np.asarray(tp + fp + n_positive, dtype=np.float64)
+    return np.divide(2 * tp, denominator, out=np.zeros(denominator.shape), where=denominator > 0)
+
+
 def _best_f1(tp: np.ndarray, fp: np.ndarray, n_positive: float) -> float:
-    """Largest ``2 TP / (2 TP + FP + FN)`` over thresholds; ``FN = n_positive - TP``."""
-    denominator = tp + fp + n_positive
-    f1 = np.divide(2 * tp, denominator, out=np.zeros(denominator.shape), where=denominator > 0)
-    return float(f1.max())
+    """Largest F1 over thresholds (:func:`_f1_curve`)."""
+    return float(_f1_curve(tp, fp, n_positive).max())
 
 
 def image_auroc(labels, scores) -> float:
@@ -205,6 +214,119 @@ def image_f1_max(labels, scores) -> float:
     """
     anomalous = _is_anomalous(labels)
     return f1_max(anomalous, _scores(scores, anomalous.size))
+
+
+# ----------------------------------------------------------------------------- model selection
+def _validation_labels(y) -> np.ndarray:
+    try:
+        return _is_anomalous(y)
+    except ValueError as error:
+        raise ValueError(
+            f"{error}. Scoring a detector for model selection needs labelled validation images of both "
+            "classes in every fold: split with a stratified splitter (StratifiedKFold) on labelled images"
+        ) from None
+
+
+def _anomaly_roc_auc(y_true, decision) -> float:
+    return float(roc_auc_score(_validation_labels(y_true), -np.asarray(decision)))
+
+
+def _anomaly_average_precision(y_true, decision) -> float:
+    return float(average_precision_score(_validation_labels(y_true), -np.asarray(decision)))
+
+
+def _anomaly_f1(y_true, predicted) -> float:
+    return float(f1_score(_validation_labels(y_true), np.asarray(predicted) == -1, zero_division=0))
+
+
+_SCORERS = {
+    "roc_auc": (_anomaly_roc_auc, "decision_function"),
+    "average_precision": (_anomaly_average_precision, "decision_function"),
+    "f1": (_anomaly_f1, "predict"),
+}
+
+
+def anomaly_scorer(metric: str = "roc_auc"):
+    """A scikit-learn scorer of how well a detector finds the **anomalous** class.
+
+    For ``scoring=`` in :class:`~sklearn.model_selection.GridSearchCV` or
+    :func:`~sklearn.model_selection.cross_val_score`. scikit-learn's own scorers treat the
+    larger label (+1, normal) as the positive class and the larger ``decision_function`` as
+    more positive, so ``"average_precision"`` and ``"f1"`` measure the normal class there;
+    these use -1 (anomalous) as the positive class, with anomaly scores
+    ``-decision_function(X)``.
+
+    Parameters
+    ----------
+    metric : {"roc_auc", "average_precision", "f1"}, default="roc_auc"
+        ``"roc_auc"``: image AUROC (the same for either class); ``"average_precision"``:
+        average precision of the anomalous class; ``"f1"``: F1 of the anomalous class at
+        the detector's own threshold (its ``predict``).
+
+    Returns
+    -------
+    callable
+        ``scorer(estimator, X, y)``, higher = better. ``y`` holds +1 (normal) and -1
+        (anomalous): a search needs labelled validation images of both classes in every
+        fold (use :class:`~sklearn.model_selection.StratifiedKFold`); a fold without
+        both raises a ``ValueError`` that says so.
+    """
+    if metric not in _SCORERS:
+        raise ValueError(f"metric must be one of {sorted(_SCORERS)}, got {metric!r}")
+    function, response_method = _SCORERS[metric]
+    return make_scorer(function, response_method=response_method)
+
+
+def _candidate_thresholds(scores: np.ndarray) -> np.ndarray:
+    """Midpoints between consecutive distinct scores, and one below and one above them all."""
+    distinct = np.unique(scores)
+    spread = max(float(distinct[-1] - distinct[0]), 1.0)
+    return np.r_[distinct[0] - spread, (distinct[:-1] + distinct[1:]) / 2, distinct[-1] + spread]
+
+
+def operating_threshold(labels, scores, criterion: str = "f1", value: float | None = None) -> float:
+    """A threshold on image scores chosen on labelled validation images.
+
+    Candidates are the midpoints between consecutive distinct scores (an image is
+    anomalous when its score is above the threshold), so the decisions on these images are
+    the same for any threshold between the two scores it falls between.
+
+    Parameters
+    ----------
+    labels : array-like of shape (n_images,)
+        +1 normal / -1 anomalous, or bool / 0-1 with True / 1 anomalous; both classes.
+    scores : array-like of shape (n_images,)
+        Image anomaly scores, higher = more anomalous.
+    criterion : {"f1", "max_fpr", "min_recall"}, default="f1"
+        ``"f1"``: the largest F1 of the anomalous class (anomalib's adaptive threshold);
+        ``"max_fpr"``: the lowest threshold whose false-positive rate is at most ``value``
+        (the most recall within a false-alarm budget); ``"min_recall"``: the highest
+        threshold whose recall is at least ``value`` (the fewest false alarms that catch
+        that share of defects). Ties go to the higher threshold.
+    value : float in [0, 1], default=None
+        The budget of ``"max_fpr"`` or ``"min_recall"``.
+
+    Returns
+    -------
+    float
+    """
+    anomalous = _is_anomalous(labels)
+    scores = _scores(scores, anomalous.size)
+    candidates = _candidate_thresholds(scores)
+    flagged = scores[None, :] > candidates[:, None]  # (n_candidates, n_images)
+    tp = (flagged & anomalous).sum(1)
+    fp = (flagged & ~anomalous).sum(1)
+    recall, fpr = tp / anomalous.sum(), fp / (~anomalous).sum()
+    if criterion == "f1":
+        f1 = _f1_curve(tp, fp, anomalous.sum())
+        return float(candidates[np.flatnonzero(f1 == f1.max())[-1]])
+    if criterion not in ("max_fpr", "min_recall"):
+        raise ValueError(f"criterion must be 'f1', 'max_fpr' or 'min_recall', got {criterion!r}")
+    if value is None or not 0 <= value <= 1:
+        raise ValueError(f"criterion {criterion!r} needs a value in [0, 1], got {value!r}")
+    if criterion == "max_fpr":
+        return float(candidates[np.flatnonzero(fpr <= value)[0]])  # fpr falls as the threshold rises
+    return float(candidates[np.flatnonzero(recall >= value)[-1]])
 
 
 # ----------------------------------------------------------------------------- at a threshold
@@ -707,6 +829,25 @@ def aupro(masks, maps, *, max_fpr: float = 0.3, n_thresholds: int = DEFAULT_N_TH
     """
     max_fpr = _check_max_fpr(max_fpr)
     return _aupro_from(_pixel_histograms(masks, maps, n_thresholds, regions=True), max_fpr)
+
+
+def best_pixel_threshold(masks, maps, *, n_thresholds: int = DEFAULT_N_THRESHOLDS) -> float:
+    """The pixel threshold of :func:`pixel_f1_max`: defect pixels are ``map >= threshold``.
+
+    Parameters
+    ----------
+    masks, maps, n_thresholds
+        As in :func:`pixel_auroc`.
+
+    Returns
+    -------
+    float
+        The bin edge at which the pixel F1 is largest.
+    """
+    hist = _pixel_histograms(masks, maps, n_thresholds, regions=False)
+    tp = np.cumsum(hist.defect[::-1]).astype(np.float64)
+    fp = np.cumsum(hist.normal[::-1]).astype(np.float64)
+    return float(hist.thresholds[1:][int(np.argmax(_f1_curve(tp, fp, float(hist.defect.sum()))))])
 
 
 def pro_curve(masks, maps, *, n_thresholds: int = DEFAULT_N_THRESHOLDS):

@@ -399,6 +399,15 @@ def _check_versions(header: dict, path: Path) -> None:
         )
 
 
+def _threshold_from_offset(fitted: dict) -> None:
+    """Files of versions that stored ``offset_`` (``-threshold_``; now derived from it): the
+    threshold, from ``threshold_`` where the file has both."""
+    if "offset_" in fitted:
+        offset = fitted.pop("offset_")
+        if "threshold_" not in fitted and isinstance(offset, (int, float)) and not isinstance(offset, bool):
+            fitted["threshold_"] = -offset
+
+
 def _check_document(header: dict, document: str, tensors: dict, digest: str | None, path: Path) -> None:
     """The document's keys are the ones :func:`save` writes, and the digest matches."""
     unknown = sorted(set(header) - _DOCUMENT_KEYS)
@@ -407,6 +416,7 @@ def _check_document(header: dict, document: str, tensors: dict, digest: str | No
     for key in ("params", "fitted"):
         if not isinstance(header.get(key), dict):
             raise ModelFileError(f"{str(path)!r} is missing the key {key!r}")
+    _threshold_from_offset(header["fitted"])
     required = [name for name, entry in FITTED_ATTRIBUTES.items() if entry.earlier is REQUIRED]
     missing = [name for name in required if name not in header["fitted"]]
     if missing:

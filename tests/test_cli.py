@@ -868,3 +868,74 @@ def test_precision_is_a_fit_option_and_a_scoring_override(mvtec_root, model_path
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     expected = -load(model_path).set_params(precision="bfloat16").score_samples(images)
     np.testing.assert_allclose([float(row["score"]) for row in rows], expected, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- operating point, threads
+def test_calibrate_sets_the_threshold_from_normal_images_a_labelled_set_or_the_held_out_ones(
+    mvtec_root, model_path, tmp_path, capsys
+):
+    normal = mvtec_root / "widgets" / "test" / "good"
+    out = tmp_path / "calibrated.safetensors"
+    assert (
+        main(["--quiet", "calibrate", str(model_path), str(normal), "-o", str(out), "--contamination", "0.5"])
+        == 0
+    )
+    calibrated, original = load(out), load(model_path)
+    scores = -original.score_samples(sorted(str(p) for p in normal.glob("*.png")))
+    assert calibrated.threshold_ == pytest.approx(np.quantile(scores, 0.5), rel=1e-5)
+    assert f"| image | {original.threshold_:.6g} | {calibrated.threshold_:.6g} |" in capsys.readouterr().out
+    labelled = ["--layout", "mvtec", "--category", "widgets", "--max-fpr", "0", "--pixel"]
+    assert main(["--quiet", "calibrate", str(model_path), str(mvtec_root), "-o", str(out), *labelled]) == 0
+    assert load(out).calibration_["method"] == "max_fpr" and load(out).pixel_threshold_ is not None
+    assert main(["--quiet", "calibrate", str(model_path), "-o", str(out), "--contamination", "0.5"]) == 0
+    assert load(out).calibration_["images"] == "held-out training images"
+    capsys.readouterr()
+    assert main(["calibrate", str(model_path), str(normal), "-o", str(out), "--max-fpr", "0.1"]) == 2
+    assert_one_line_error(capsys, "--max-fpr and --min-recall need a labelled set")
+
+
+def test_threshold_and_batch_size_options_of_predict_and_a_recursive_folder(mvtec_root, model_path, capsys):
+    test_folder = mvtec_root / "widgets" / "test"  # good/ and blob/ below it
+    options = ["--quiet", "predict", str(model_path), str(test_folder), "--recursive", "--device", "cpu"]
+    assert main([*options, "--threshold=-1e9", "--batch-size", "2"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert len(rows) == 6 and all(row["label"] == "-1" for row in rows)  # everything above -1e9
+    assert main(options) == 0
+    assert [row["score"] for row in csv.DictReader(io.StringIO(capsys.readouterr().out))] == [
+        row["score"] for row in rows
+    ]  # the batch size changes nothing but speed (to the printed digits)
+    assert main(["--quiet", "predict", str(model_path), str(test_folder)]) == 2  # no images directly in it
+    assert_one_line_error(capsys, "no image files in")
+
+
+def test_threads_set_pytorch_threads_and_mps_is_named_when_missing(
+    mvtec_root, model_path, tmp_path, capsys, monkeypatch
+):
+    import torch
+
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    model = tmp_path / "m.safetensors"
+    image = str(mvtec_root / "widgets" / "test" / "blob" / "012.png")
+    assert main(["--quiet", "--threads", "1", "predict", str(model_path), image]) == 0
+    assert calls == [1]
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert main(["--quiet", *fit_args(mvtec_root, model, *TINIER, "--device", "mps")]) == 2
+    assert_one_line_error(capsys, "device='mps' was requested but MPS (Apple GPUs) is not available")
+
+
+def test_drawing_commands_without_matplotlib_fail_before_any_work(
+    mvtec_root, model_path, tmp_path, capsys, monkeypatch
+):
+    from sksimplenet import persistence
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setattr(persistence, "load", lambda *a, **k: pytest.fail("the model was loaded"))
+    image = str(mvtec_root / "widgets" / "test" / "blob" / "012.png")
+    assert main(["predict", str(model_path), image, "-o", str(tmp_path / "out")]) == 2
+    assert_one_line_error(capsys, "matplotlib", "pip install")
+    dataset = [str(mvtec_root), "--layout", "mvtec", "--category", "widgets"]
+    assert main(["evaluate", str(model_path), *dataset, "--report", str(tmp_path / "r")]) == 2
+    assert_one_line_error(capsys, "matplotlib")
+    assert main(["demo", "-o", str(tmp_path / "demo")]) == 2
+    assert_one_line_error(capsys, "matplotlib")

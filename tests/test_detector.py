@@ -1,5 +1,6 @@
 import copy
 import pickle
+import warnings
 
 import joblib
 import numpy as np
@@ -170,12 +171,18 @@ def test_paper_configuration_is_reachable():
     assert (paper.resize, paper.crop_size, paper.smoothing_sigma) == (256, 224, 4.0)
 
 
-def test_too_few_held_out_images_for_the_threshold_warn(stripes):
+def test_too_few_held_out_images_for_the_threshold_warn_once_per_process(stripes, monkeypatch):
+    import sksimplenet.detector
+
+    monkeypatch.setattr(sksimplenet.detector, "_WARNED_FEW_IMAGES", set())  # as in a new process
     images, _, _ = stripes
     # 20 images, 10 % held out: 2 images cannot set a 99th percentile.
     with pytest.warns(
         UserWarning, match=r"^Only 2 held-out images set the threshold: about 33% .* not the 1%"
     ):
+        SimpleNetDetector(**{**FAST, "epochs": 1}).fit(images[:20])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a second fit, as in the next fold of a search: no warning
         SimpleNetDetector(**{**FAST, "epochs": 1}).fit(images[:20])
 
 

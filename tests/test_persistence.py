@@ -258,21 +258,26 @@ def test_missing_fitted_attribute(model_file, tmp_path):
     incomplete = rewrite(
         model_file,
         tmp_path / "incomplete.safetensors",
-        edit_header=lambda header: header["fitted"].pop("offset_"),
+        edit_header=lambda header: header["fitted"].pop("threshold_"),
     )
-    with pytest.raises(ModelFileError, match=r"missing the fitted attributes \['offset_'\]"):
+    with pytest.raises(ModelFileError, match=r"missing the fitted attributes \['threshold_'\]"):
         load(incomplete)
 
 
 def test_file_from_before_held_out_images_loads_with_what_that_fit_amounts_to(model_file, tmp_path, stripes):
     def drop_new_entries(header):
+        # Such files stored offset_ (-threshold_) and none of the later entries.
+        header["fitted"]["offset_"] = -header["fitted"]["threshold_"]
         for name in ("threshold_", "validation_history_", "n_held_out_images_", "held_out_indices_"):
+            header["fitted"].pop(name)
+        for name in ("pixel_threshold_", "calibration_", "provenance_", "decision_scores_", "labels_"):
             header["fitted"].pop(name)
         for name in ("weight_averaging", "validation_fraction"):
             header["params"].pop(name)
 
     older = load(rewrite(model_file, tmp_path / "older.safetensors", edit_header=drop_new_entries))
-    assert older.threshold_ == -older.offset_
+    assert older.threshold_ == load(model_file).threshold_ == -older.offset_
+    assert older.pixel_threshold_ is None and older.calibration_["method"] == "quantile"
     assert older.validation_history_ == older.held_out_indices_ == [] and older.n_held_out_images_ == 0
     images = stripes[0][20:25]
     np.testing.assert_array_equal(older.predict(images), load(model_file).predict(images))
@@ -393,11 +398,15 @@ def deeply_nested(document):
         ),
         ({"edit_header": set_fitted("feature_shape_", [12, 12, 152])}, r"'feature_shape_' must be"),
         ({"edit_header": set_fitted("input_size_", {"__tuple__": [10**9, 96]})}, r"'input_size_' must be"),
-        ({"edit_header": set_fitted("offset_", "0.1")}, r"fitted attribute 'offset_' must be"),
+        ({"edit_header": set_fitted("threshold_", "0.1")}, r"fitted attribute 'threshold_' must be"),
+        (
+            {"edit_header": set_fitted("calibration_", {"method": [1]})},
+            r"fitted attribute 'calibration_' must be",
+        ),
         ({"edit_header": set_fitted("held_out_indices_", [1, 2, 3, 4, 5, 6])}, r"held_out_indices_ does not"),
         ({"edit_header": lambda header: header.update(payload="x")}, r"has unknown entries \['payload'\]"),
         ({"edit_document": deeply_nested}, r"nested deeper than 32 levels"),
-        ({"edit_header": set_fitted("offset_", float("nan"))}, r"NaN is not a finite number"),
+        ({"edit_header": set_fitted("threshold_", float("nan"))}, r"NaN is not a finite number"),
         ({"edit_document": huge_integer}, r"does not parse \(Exceeds the limit"),
         (
             {"edit_tensors": lambda tensors: tensors["discriminator.body.1.running_var"].fill_(-1.0)},
@@ -437,7 +446,8 @@ def deeply_nested(document):
         "feature-shape-with-a-string",
         "feature-shape-as-a-list",
         "huge-input-size",
-        "offset-as-a-string",
+        "threshold-as-a-string",
+        "calibration-record-holding-a-list",
         "held-out-indices-without-their-count",
         "unknown-top-level-entry",
         "deep-nesting",
