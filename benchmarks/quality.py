@@ -21,7 +21,7 @@ the path of any folder in the MVTec AD layout (a category folder holding ``train
 Usage::
 
     python benchmarks/quality.py                                  # defaults: mtd and elpv, seeds 0 1 2
-    python benchmarks/quality.py --variants defaults "no synthetic defects" --no-reference
+    python benchmarks/quality.py --variants "Xavier adaptor" "no synthetic defects" --no-reference
     python benchmarks/quality.py --datasets /data/mvtec/bottle --seeds 0 --set sigma=0.5
     python benchmarks/quality.py --list-variants
     python benchmarks/quality.py --crop-coverage 256 224      # MTD defect pixels a centre crop keeps
@@ -50,21 +50,15 @@ from sksimplenet.metrics import image_auroc, masks_at_map_resolution, pixel_auro
 #: Named variants: changes to the defaults (docs/quality.md reports each).
 VARIANTS = {
     "defaults": {},
+    "Xavier adaptor": {"adaptor_init": "xavier"},
     "no synthetic defects": {"synthetic_defects": 0.0},
-    "synthetic defects, identity adaptor": {"adaptor_init": "identity"},
-    "two synthetic defect images per training image": {"synthetic_defects": 2.0},
-    "synthetic share 0.25": {"synthetic_share": 0.25},
-    "synthetic share 1.0": {"synthetic_share": 1.0},
+    "no synthetic defects, Xavier adaptor": {"synthetic_defects": 0.0, "adaptor_init": "xavier"},
     "padding not counted": {"count_padding": False},
-    "paper (PAPER_PARAMS)": "paper",
 }
 
 
 def variant_params(name: str) -> dict:
-    from sksimplenet import PAPER_PARAMS
-
-    changes = VARIANTS[name]
-    return dict(PAPER_PARAMS) if changes == "paper" else dict(changes)
+    return dict(VARIANTS[name])
 
 
 def reference_row(split: dict, detector: SimpleNetDetector, masks, seed: int) -> dict:

@@ -98,3 +98,25 @@ def test_synthetic_defects_are_seeded_and_can_be_switched_off(stripes):
     test = stripes[0][30:36]
     assert (with_defects.score_samples(test) == again.score_samples(test)).all()
     assert (with_defects.score_samples(test) != without.score_samples(test)).any()
+
+
+def test_synthetic_defects_sharpen_the_maps_of_a_short_run_on_generated_defects():
+    # 30 steps on 20 "object" images (the default identity adaptor): Gaussian anomalous
+    # features alone leave weak maps here; with synthetic defects the maps find the painted
+    # defects (measured 0.77 and 0.98).
+    from sklearn.metrics import roc_auc_score
+
+    images, labels, masks = make_synthetic(30, 15, texture="object", size=96, random_state=0)
+    pixel_auroc = {}
+    for per_image in (0.0, 1.0):
+        detector = SimpleNetDetector(
+            "efficientnet_lite0",
+            resize=96,
+            epochs=30,
+            synthetic_defects=per_image,
+            random_state=0,
+            device="cpu",
+        ).fit(images[:20])
+        maps = detector.anomaly_map(images[20:])
+        pixel_auroc[per_image] = roc_auc_score(masks[20:].ravel(), maps.ravel())
+    assert pixel_auroc[1.0] >= 0.97 and pixel_auroc[1.0] > pixel_auroc[0.0] + 0.05
