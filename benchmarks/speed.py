@@ -65,6 +65,7 @@ from common import library_backbone, plain_layout
 from PIL import Image
 from timing import add_common_arguments, briefly_fitted, configure_threads, interleaved, machine, table
 
+from sksimplenet.backbones import IMAGENET_MEAN, IMAGENET_STD
 from sksimplenet.datasets import make_synthetic
 from sksimplenet.image_io import load_image, preprocess
 from sksimplenet.precision import backbone_dtype
@@ -245,8 +246,6 @@ class TimedLoader:
             yield batch
 
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 # Top-level module names of the official code; other modules of the same names (such as
 # benchmarks/common.py) must not stand in for them.
 OFFICIAL_MODULES = ("simplenet", "common", "metrics", "utils", "backbones", "resnet")
