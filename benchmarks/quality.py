@@ -54,6 +54,9 @@ VARIANTS = {
     "no synthetic defects": {"synthetic_defects": 0.0},
     "no synthetic defects, Xavier adaptor": {"synthetic_defects": 0.0, "adaptor_init": "xavier"},
     "padding not counted": {"count_padding": False},
+    "two synthetic defect images per training image": {"synthetic_defects": 2.0},
+    "synthetic share 0.25": {"synthetic_share": 0.25},
+    "synthetic share 1.0": {"synthetic_share": 1.0},
 }
 
 
