@@ -180,7 +180,8 @@ def train_discriminator(
         epoch_range = tqdm(epoch_range, desc="training", unit="epoch")
     batch_size = settings.batch_size
     for epoch in epoch_range:
-        order = torch.randperm(n_images, generator=order_generator)
+        # On the cache's device, once per epoch: a cache on the GPU is then read without host syncs.
+        order = torch.randperm(n_images, generator=order_generator).to(features.device)
         total = torch.zeros((), device=device)
         for start in range(0, n_images, batch_size):
             normal, synthetic = steps.patches(order[start : start + batch_size])
