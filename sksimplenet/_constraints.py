@@ -103,12 +103,8 @@ def is_vector(value, kinds: str) -> bool:
     return isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype.kind in kinds
 
 
-def is_provenance(value) -> bool:
-    """Whether ``value`` is ``{"files": [{"path", "sha256"}, ...], "split": dict or None}``."""
-    if not (isinstance(value, dict) and set(value) == {"files", "split"}):
-        return False
-    files, split = value["files"], value["split"]
-    files_ok = isinstance(files, list) and all(
+def _is_file_list(files) -> bool:
+    return isinstance(files, list) and all(
         isinstance(entry, dict)
         and set(entry) == {"path", "sha256"}
         and isinstance(entry["path"], str)
@@ -116,11 +112,19 @@ def is_provenance(value) -> bool:
         and re.fullmatch(r"[0-9a-f]{64}", entry["sha256"]) is not None
         for entry in files
     )
+
+
+def is_provenance(value) -> bool:
+    """Whether ``value`` is ``{"files": [{"path", "sha256"}, ...], "split": dict or None,
+    "anomalous_files": [...]}`` (``anomalous_files`` is absent from earlier models)."""
+    if not (isinstance(value, dict) and set(value) - {"anomalous_files"} == {"files", "split"}):
+        return False
+    split = value["split"]
     split_ok = split is None or (
         isinstance(split, dict)
         and all(isinstance(v, (str, int, float, bool, type(None))) for v in split.values())
     )
-    return files_ok and split_ok
+    return _is_file_list(value["files"]) and _is_file_list(value.get("anomalous_files", [])) and split_ok
 
 
 def is_record(value, depth: int = 2) -> bool:

@@ -37,6 +37,16 @@ def _describe_precision(detector) -> str:
     return f"auto ({str(dtype).removeprefix('torch.')} on {device.type})"
 
 
+def describe_labelled_anomalies(detector) -> str:
+    """What a fitted detector learned from images labelled anomalous, in words."""
+    n_images = getattr(detector, "n_labelled_anomalies_", 0)
+    if not n_images:
+        return "none (trained on normal images only)"
+    n_masks = getattr(detector, "n_labelled_masks_", 0)
+    images = f"{n_images} image{'s' if n_images > 1 else ''}"
+    return f"{images} ({n_masks} with masks, {n_images - n_masks} by label only)"
+
+
 def model_card(detector) -> str:
     """Describe a fitted detector in a few lines.
 
@@ -49,7 +59,8 @@ def model_card(detector) -> str:
     -------
     str
         One ``name: value`` line each for the backbone, its layers, weights and precision, the input
-        size, the patch-feature shape, the number of training images and epochs, the number
+        size, the patch-feature shape, the number of training images (and of labelled anomalies
+        learned from) and epochs, the number
         of held-out images, the final training loss and held-out criterion, the decision
         threshold ``threshold_`` and the training time ``fit_time_``.
 
@@ -74,6 +85,7 @@ def model_card(detector) -> str:
         ),
         ("feature shape", _size(detector.feature_shape_) + " (h x w x channels)"),
         ("training images", str(detector.n_train_images_)),
+        ("labelled anomalies", describe_labelled_anomalies(detector)),
         ("epochs", str(len(losses))),
         ("held-out images", str(getattr(detector, "n_held_out_images_", 0))),
         ("final loss", f"{losses[-1]:.4g}" if losses else "n/a"),

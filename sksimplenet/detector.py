@@ -13,7 +13,6 @@ import time
 import warnings
 from typing import NamedTuple
 
-import joblib
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, OutlierMixin
@@ -37,28 +36,19 @@ from ._constraints import (
 )
 from .backbones import build_feature_extractor
 from .cache import FeatureCache
-from .image_io import (
-    DecodeFailure,
-    ImageDataset,
-    as_image_list,
-    crop_box,
-    image_size,
-    raise_failures,
-    size_pair,
-    to_original_size,
-)
+from .image_io import as_image_list, crop_box, image_size, size_pair, to_original_size
+from .inference import batch_size_for, image_batches, score_images, scores_from_features
 from .model import SimpleNetModel, make_model
 from .precision import PRECISIONS
 from .provenance import training_files
 from .synthesis import DefectFeatures
-from .training import TrainingSettings, held_out_split, train_discriminator
+from .training import TrainingSettings, train_discriminator
+from .training_set import TrainingSet, assign_roles, build_training_set, read_masks
 
-_INFERENCE_BATCH = 16
 _AUTO_STEPS = 1000  # training steps of epochs="auto" (docs/quality.md)
 _DEVICE_TYPES = ("cpu", "cuda", "mps")
 # fit warns when the held-out images cannot set a threshold within this factor of contamination.
 _FALSE_ALARM_SLACK = 3.0
-_GPU_INFERENCE_BATCH = 64  # a GPU needs larger batches to be busy
 
 #: The paper's exact configuration where it differs from this package's defaults:
 #: ``SimpleNetDetector(**PAPER_PARAMS)`` runs SimpleNet as published: raw features with
@@ -83,7 +73,7 @@ PAPER_PARAMS = {
 #: Parameters added after models were first saved, with the value that describes a model saved
 #: before each existed (not the default, which would change what such a model scores or how
 #: ``clone`` refits it). Pickles and safe files without them get these.
-EARLIER_VALUES = {"count_padding": False, "synthetic_defects": 0.0}
+EARLIER_VALUES = {"count_padding": False, "synthetic_defects": 0.0, "labelled_anomalies": "ignore"}
 #: The share of held-out normal images scored above the threshold with ``contamination="auto"``.
 AUTO_CONTAMINATION = 0.01
 _CACHE_DTYPES = {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -108,25 +98,6 @@ def _all_or_nothing(fit):
             raise
 
     return wrapper
-
-
-def _collate(images: list[torch.Tensor]):
-    """One ``(n, 3, H, W)`` batch when the images have one size (so that the loader pins the
-    batch itself for an asynchronous copy to the GPU), else the list of images (decode
-    failures from workers included, for the main process to raise)."""
-    if any(isinstance(image, DecodeFailure) for image in images):
-        return images
-    if all(image.shape == images[0].shape for image in images):
-        return torch.stack(images)
-    return images
-
-
-def _to_host(tensor: torch.Tensor) -> torch.Tensor:
-    """A float32 copy on the host; from a GPU into pinned memory without waiting for it."""
-    if tensor.device.type == "cpu":
-        return tensor.float()
-    host = torch.empty(tensor.shape, dtype=torch.float32, pin_memory=True)
-    return host.copy_(tensor, non_blocking=True)
 
 
 def _is_layer_names(layers) -> bool:
@@ -232,6 +203,7 @@ PARAMETER_CONSTRAINTS: dict = {
     ],
     "synthetic_defects": [Number(Real, 0, 16, closed="both")],
     "synthetic_share": [Number(Real, 0, 4, closed="right")],
+    "labelled_anomalies": [StrOptions({"learn", "ignore"})],
     "hidden_dim": [Number(Integral, 1, None, closed="left")],
     "margin": [Number(Real, 0, None, closed="neither")],
     "epochs": [Number(Integral, 1, None, closed="left"), StrOptions({"auto"})],
@@ -297,6 +269,9 @@ FITTED_ATTRIBUTES = {
     "n_train_images_": FittedAttribute(Number(Integral, 1, None, closed="left"), REQUIRED),
     "n_held_out_images_": FittedAttribute(Number(Integral, 0, None, closed="left"), lambda a: 0),
     "held_out_indices_": FittedAttribute(_INDICES, lambda a: []),
+    # Models fitted before labelled anomalies were learned from learned from none.
+    "n_labelled_anomalies_": FittedAttribute(Number(Integral, 0, None, closed="left"), lambda a: 0),
+    "n_labelled_masks_": FittedAttribute(Number(Integral, 0, None, closed="left"), lambda a: 0),
     "threshold_": FittedAttribute(FINITE, REQUIRED),
     "pixel_threshold_": FittedAttribute(
         Rule(lambda v: v is None or FINITE.is_satisfied_by(v), "None or a finite number"), lambda a: None
@@ -316,11 +291,33 @@ FITTED_ATTRIBUTES = {
         OMITTED,
     ),
     "provenance_": FittedAttribute(
-        Rule(is_provenance, "{'files': [{'path': str, 'sha256': str}, ...], 'split': dict or None}"),
-        lambda a: {"files": [], "split": None},
+        Rule(
+            is_provenance,
+            "{'files': [{'path': str, 'sha256': str}, ...], 'split': dict or None, 'anomalous_files': [...]}",
+        ),
+        lambda a: {"files": [], "split": None, "anomalous_files": []},
     ),
     "fit_time_": FittedAttribute(Number(Real, 0, None, closed="left"), REQUIRED),
 }
+
+
+def complete_fitted_attributes(attributes: dict) -> dict:
+    """The fitted attributes of a model pickled or saved by an earlier version, completed with
+    the values that describe it (:data:`FITTED_ATTRIBUTES`' ``earlier``). Unpickling and
+    :func:`sksimplenet.load` both call it; ``attributes`` is changed in place and returned.
+    """
+    if "offset_" in attributes:  # stored when offset_ was an attribute: threshold_ derives it now
+        offset = attributes.pop("offset_")
+        is_number = isinstance(offset, (int, float)) and not isinstance(offset, bool)
+        if "threshold_" not in attributes and is_number:
+            attributes["threshold_"] = -float(offset)
+    for name, entry in FITTED_ATTRIBUTES.items():
+        if name not in attributes and callable(entry.earlier):
+            attributes[name] = entry.earlier(attributes)
+    provenance = attributes.get("provenance_")
+    if isinstance(provenance, dict) and "anomalous_files" not in provenance:
+        attributes["provenance_"] = {**provenance, "anomalous_files": []}
+    return attributes
 
 
 def _quantile_record(contamination: float, n_images: int, source: str) -> dict:
@@ -365,7 +362,8 @@ def validate_params(params: dict) -> None:
 
 
 class SimpleNetDetector(OutlierMixin, BaseEstimator):
-    """SimpleNet image anomaly detector (Liu et al., CVPR 2023), trained on normal images only.
+    """SimpleNet image anomaly detector (Liu et al., CVPR 2023), trained on normal images and
+    on the labelled defects there are.
 
     Frozen backbone features of every image position are adapted by a linear layer; a
     small discriminator learns to tell them from copies with Gaussian noise added. At
@@ -420,6 +418,14 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         the normal ones. 0 uses Gaussian anomalous features only (the paper).
     synthetic_share : float in (0, 4], default=0.5
         Synthetic anomalous features in each step, as a share of the step's normal patches.
+    labelled_anomalies : {"learn", "ignore"}, default="learn"
+        What ``fit`` does with images labelled -1 in ``y``. ``"learn"``: they train the
+        discriminator as real defects, beside the synthetic ones, with as many features
+        per step as the synthetic ones: with a mask, the positions inside it; without,
+        each step the least normal positions of a few of them (multiple-instance
+        learning). ``"ignore"``: they are left out of training, as before version 0.3
+        (models saved before then load with it). The threshold comes from held-out
+        normal images either way. See ``docs/supervised.md``.
     hidden_dim : int, default=1024
         Width of the discriminator's hidden layer.
     margin : float, default=0.5
@@ -532,6 +538,11 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         Number of training images held out (``validation_fraction``).
     held_out_indices_ : list of int
         Positions in ``X`` of the held-out images.
+    n_labelled_anomalies_ : int
+        Number of images labelled -1 that training learned from (0 with
+        ``labelled_anomalies="ignore"``).
+    n_labelled_masks_ : int
+        How many of those had a mask (the others were learned from by their label alone).
     feature_shape_ : tuple of int
         ``(h, w, feature_dim)`` of the patch features of one image.
     input_size_ : tuple of int
@@ -551,7 +562,8 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         held out), so that a test set sharing files with it can be caught
         (:func:`sksimplenet.provenance.files_seen_in_training`); empty for in-memory
         images. ``"split"``: how the command line split a data set into training and test
-        images; None when ``fit`` is called directly.
+        images; None when ``fit`` is called directly. ``"anomalous_files"``: the same record
+        of the images labelled -1 that training learned from.
     """
 
     def __init__(
@@ -567,6 +579,7 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         sigma=0.3,
         synthetic_defects=1.0,
         synthetic_share=0.5,
+        labelled_anomalies="learn",
         hidden_dim=1024,
         margin=0.5,
         epochs="auto",
@@ -603,6 +616,7 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         self.sigma = sigma
         self.synthetic_defects = synthetic_defects
         self.synthetic_share = synthetic_share
+        self.labelled_anomalies = labelled_anomalies
         self.hidden_dim = hidden_dim
         self.margin = margin
         self.epochs = epochs
@@ -646,89 +660,32 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         if self.cache_dir is not None and not os.path.isdir(self.cache_dir):
             raise ValueError(f"cache_dir must be None or an existing folder, got {self.cache_dir!r}")
 
-    # ------------------------------------------------------------------ data flow
-    def _loader(self, images: list, device: torch.device, positions=None):
-        dataset = ImageDataset(images, self.resize, self.crop_size, positions)
-        files = isinstance(images[0], (str, bytes)) or hasattr(images[0], "__fspath__")
-        workers = joblib.effective_n_jobs(self.n_jobs) if files and self.n_jobs not in (None, 1) else 0
-        return torch.utils.data.DataLoader(
-            dataset,
-            batch_size=self._inference_batch(device),
-            num_workers=workers,
-            collate_fn=_collate,
-            pin_memory=device.type == "cuda",
-        )
-
-    def _inference_batch(self, device: torch.device) -> int:
-        """Images per network pass when scoring (and extracting features)."""
-        if self.inference_batch_size is not None:
-            return int(self.inference_batch_size)
-        return _GPU_INFERENCE_BATCH if device.type == "cuda" else _INFERENCE_BATCH
-
-    def _batches(self, images: list, device: torch.device, desc: str, positions=None):
-        """Yield preprocessed image batches ``(n, 3, H, W)`` on ``device``, same-size groups.
-
-        ``positions``: the images' indices in the user's ``X``, for error messages.
-        """
-        loader = self._loader(images, device, positions)
-        if self.verbose:
-            from tqdm.auto import tqdm
-
-            loader = tqdm(loader, desc=desc, unit="batch")
-        for batch in loader:
-            if isinstance(batch, torch.Tensor):
-                yield batch.to(device, non_blocking=True)
-            else:
-                raise_failures(batch)
-                for image in batch:
-                    yield image.unsqueeze(0).to(device, non_blocking=True)
-
-    @torch.inference_mode()
-    def _extract_features(
-        self,
-        model: SimpleNetModel,
-        images: list,
-        positions: list[int],
-        device,
-        cache: FeatureCache,
-        start: int,
-        input_sizes: set,
-        defects: DefectFeatures | None = None,
-    ) -> None:
-        """Write the patch features of ``images[positions]`` into ``cache`` from image ``start``
-        on, and those of their synthetic defects into ``defects`` when given.
-
-        ``input_sizes`` collects the preprocessed sizes met; after a second size only sizes are
-        collected (for the message ``fit`` raises).
-        """
-
-        def embed(batch: torch.Tensor) -> torch.Tensor:
-            return model.patch_features(batch).permute(0, 2, 3, 1)
-
-        selected = [images[position] for position in positions]
-        for batch in self._batches(selected, device, "features", positions):
-            input_sizes.add(tuple(batch.shape[-2:]))
-            if len(input_sizes) == 1:
-                cache.write(start, embed(batch))
-                if defects is not None:
-                    defects.add(batch, embed, cache.tensor.device)
-            start += len(batch)
-
     # ------------------------------------------------------------------ fit
     @_all_or_nothing
-    def fit(self, X, y=None):
-        """Train on normal images.
+    def fit(self, X, y=None, *, masks=None):
+        """Train on normal images, and on the labelled anomalous ones when there are some.
 
         Parameters
         ----------
         X : sequence of images or array-like
             See :mod:`sksimplenet.image_io` for the accepted forms.
         y : array-like of shape (n_images,), default=None
-            Optional labels in {+1, -1} (scikit-learn's outlier convention): images
-            labelled -1 (anomalous) are left out, so that labelled data can be
-            cross-validated. Any other value (0/1, booleans, strings, NaN) is refused, since
-            0/1 labels mean opposite things in different libraries. None trains on every
-            image.
+            Optional labels in {+1, -1} (scikit-learn's outlier convention). With
+            ``labelled_anomalies="learn"`` (the default) the images labelled -1 train the
+            discriminator as real defects (see ``masks``); with ``"ignore"`` they are left
+            out of training (only scored, for ``decision_scores_``). Any other value (0/1,
+            booleans, strings, NaN) is refused, since 0/1 labels mean opposite things in
+            different libraries. None trains on every image as normal.
+        masks : sequence of n_images items, default=None
+            Ground-truth defect masks, parallel to ``X`` (needs ``y``): per image a mask
+            file path, a PIL image, an array ``(H, W)`` (nonzero = defect) on the image's own
+            grid, or None. A mask at another resolution with the image's aspect ratio is
+            resized onto it. The positions inside the mask of an image labelled -1 train as
+            anomalous; an image labelled -1 without a mask (or with an empty one) trains by
+            multiple-instance learning: each step its least normal positions, as many as
+            ``image_score`` averages (one with ``"max"``), train as anomalous. Masks of
+            images labelled +1 must be empty or None. With scikit-learn's metadata routing
+            enabled, request them with ``set_fit_request(masks=True)``.
 
         Returns
         -------
@@ -738,62 +695,56 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         self._validate_params()
         self._check_environment()
         images = as_image_list(X)
-        n_images = len(images)
-        normal, anomalous = list(range(n_images)), []
-        if y is not None:
-            y = _check_labels(y, n_images)
-            normal, anomalous = np.flatnonzero(y == 1).tolist(), np.flatnonzero(y == -1).tolist()
-            if not normal:
-                raise ValueError("Every image is labelled -1 (anomalous): nothing normal to train on")
+        labels = None if y is None else _check_labels(y, len(images))
+        defect_masks = read_masks(masks, images, labels)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-        trained, held_out = held_out_split(len(normal), self.validation_fraction, seed)
-        fitted_on = [normal[i] for i in trained + held_out]
-        order = fitted_on + anomalous
-        _warn_if_cropped(images[fitted_on[0]], self.resize, self.crop_size)
+        roles = assign_roles(
+            labels,
+            len(images),
+            defect_masks,
+            learn=self.labelled_anomalies == "learn",
+            validation_fraction=self.validation_fraction,
+            seed=seed,
+        )
+        _warn_if_cropped(images[roles.order[0]], self.resize, self.crop_size)
         device = _resolve_device(self.device, fitting=True)
-
-        # torchvision initialises random weights (weights=None) from the global generator:
-        # seed it inside a forked state so that random_state also fixes the backbone.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            extractor = build_feature_extractor(self.backbone, self.layers, self.weights)
-        extractor = extractor.to(device)
-        probe = make_model(extractor, 1, self.get_params(deep=False))
+        extractor = self._feature_extractor(seed, device)
+        probe = make_model(extractor, 1, self.get_params(deep=False))  # its embedding only
         defects = None
         if self.synthetic_defects > 0:
             generator = torch.Generator().manual_seed(seed + 3)
             defects = DefectFeatures(self.synthetic_defects, generator, _CACHE_DTYPES[self.cache_dtype])
-        with FeatureCache(n_images, _CACHE_DTYPES[self.cache_dtype], device, self.cache_dir) as cache:
-            # Cache order: trained, held out, then images labelled -1 (scored only), so that each
-            # part is a view. One pass per part: a batch never mixes images of two parts, and
-            # synthetic defects are made from trained images only.
-            input_sizes, n_trained, n_fitted = set(), len(trained), len(fitted_on)
-            parts = ((fitted_on[:n_trained], 0, defects), (fitted_on[n_trained:], n_trained, None))
-            for positions, first, part_defects in (*parts, (anomalous, n_fitted, None)):
-                if positions:
-                    self._extract_features(
-                        probe, images, positions, device, cache, first, input_sizes, part_defects
-                    )
-            if len(input_sizes) > 1:
-                raise ValueError(
-                    f"Training images have different sizes after preprocessing {sorted(input_sizes)}: "
-                    "set crop_size, or resize=(height, width)"
-                )
-            input_size = input_sizes.pop()
-            features = cache.tensor[:n_trained]
-            validation = cache.tensor[n_trained:n_fitted] if held_out else None
-            synthetic = None if defects is None else defects.features()
-            model, history = self._train(extractor, features, synthetic, validation, seed, device)
-            scores = self._scores_from_features(model, cache.tensor, input_size, device)
-            feature_shape = tuple(cache.tensor.shape[1:])
+        batch_size = batch_size_for(self.inference_batch_size, device)
+        with FeatureCache(len(images), _CACHE_DTYPES[self.cache_dtype], device, self.cache_dir) as cache:
+            data = build_training_set(
+                probe,
+                images,
+                roles,
+                defect_masks,
+                cache,
+                functools.partial(self._batches, device=device, desc="features"),
+                resize=self.resize,
+                crop_size=self.crop_size,
+                defects=defects,
+            )
+            model, history = self._train(extractor, data, seed, device)
+            scores = scores_from_features(model, data.features, data.input_size, batch_size, device)
+            feature_shape = tuple(data.features.shape[1:])
+        n_trained, n_fitted = data.n_trained, data.n_fitted
+        held_out = roles.held_out
         calibration = scores[n_trained:n_fitted] if held_out else scores[:n_trained]
         contamination = AUTO_CONTAMINATION if self.contamination == "auto" else self.contamination
         _warn_if_few_images(len(held_out), contamination, "held-out")
         threshold = float(np.quantile(calibration, 1.0 - contamination))
         source = "held-out training images" if held_out else "training images"
-        decision_scores = np.empty(n_images)
-        decision_scores[order] = scores
-        provenance = {"files": training_files([images[p] for p in fitted_on]), "split": None}
+        decision_scores = np.empty(len(images))
+        decision_scores[roles.order] = scores
+        learned = roles.masked + roles.weak
+        provenance = {
+            "files": training_files([images[p] for p in roles.trained + held_out]),
+            "split": None,
+            "anomalous_files": training_files([images[p] for p in learned]),
+        }
 
         # Only now, with everything computed, does the estimator change.
         self._set_fitted(
@@ -801,10 +752,12 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
             loss_history_=history.loss,
             validation_history_=history.validation,
             feature_shape_=feature_shape,
-            input_size_=input_size,
+            input_size_=data.input_size,
             n_train_images_=n_trained,
             n_held_out_images_=len(held_out),
-            held_out_indices_=fitted_on[n_trained:],
+            held_out_indices_=list(held_out),
+            n_labelled_anomalies_=len(learned),
+            n_labelled_masks_=len(roles.masked),
             threshold_=threshold,
             pixel_threshold_=None,
             calibration_=_quantile_record(contamination, len(calibration), source),
@@ -815,6 +768,29 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         )
         return self
 
+    def _feature_extractor(self, seed: int, device: torch.device):
+        """The frozen, truncated backbone on ``device``."""
+        # torchvision initialises random weights (weights=None) from the global generator:
+        # seed it inside a forked state so that random_state also fixes the backbone.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            extractor = build_feature_extractor(self.backbone, self.layers, self.weights)
+        return extractor.to(device)
+
+    def _batches(self, images: list, positions=None, *, device: torch.device, desc: str):
+        """Preprocessed image batches on ``device`` (:func:`sksimplenet.inference.image_batches`)."""
+        return image_batches(
+            images,
+            resize=self.resize,
+            crop_size=self.crop_size,
+            batch_size=batch_size_for(self.inference_batch_size, device),
+            device=device,
+            n_jobs=self.n_jobs,
+            progress=self.verbose,
+            desc=desc,
+            positions=positions,
+        )
+
     def _set_fitted(self, model: SimpleNetModel, **attributes) -> None:
         """Set ``model_`` and every attribute of :data:`FITTED_ATTRIBUTES`, and nothing else."""
         if set(attributes) != set(FITTED_ATTRIBUTES):
@@ -822,21 +798,22 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         self.model_ = model
         self.__dict__.update(attributes)
 
-    def _add_earlier_fitted_attributes(self) -> None:
-        """Give a model saved before some fitted attributes existed the values that describe it."""
-        for name, entry in FITTED_ATTRIBUTES.items():
-            if name not in self.__dict__ and callable(entry.earlier):
-                setattr(self, name, entry.earlier(self.__dict__))
-
     def _epochs(self, n_images: int) -> int:
         """``epochs``, with ``"auto"`` resolved for ``n_images`` training images."""
         if self.epochs != "auto":
             return int(self.epochs)
         return math.ceil(_AUTO_STEPS / math.ceil(n_images / self.batch_size))
 
-    def _train(self, extractor, features, synthetic, validation, seed: int, device):
-        """The network trained on cached ``features`` (and ``synthetic`` anomalous features) and
-        its :class:`TrainingHistory`."""
+    def _top_positions(self, n_positions: int) -> int:
+        """Positions of a weakly labelled image trained as anomalous: those ``image_score`` averages."""
+        if self.image_score == "max":
+            return 1
+        return max(1, math.ceil(float(self.image_score) * n_positions))
+
+    def _train(self, extractor, data: TrainingSet, seed: int, device):
+        """The network trained on a :class:`~sksimplenet.training_set.TrainingSet` and its
+        :class:`~sksimplenet.training.TrainingHistory`."""
+        features = data.trained
         generator = torch.Generator().manual_seed(seed)
         model = make_model(extractor, features.shape[-1], self.get_params(deep=False), generator)
         if self.feature_scaling == "standardize":
@@ -861,28 +838,19 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
             model.adaptor,
             model.discriminator,
             settings,
-            synthetic_features=synthetic,
-            validation_features=validation,
+            synthetic_features=data.synthetic,
+            labelled_features=data.labelled,
+            weak_anomalies=data.weak_anomalies(
+                self.batch_size, self._top_positions(math.prod(features.shape[1:3]))
+            ),
+            validation_features=data.held_out,
             device=device,
             progress=self.verbose,
         )
         model.eval()
         return model, history
 
-    @torch.inference_mode()
-    def _scores_from_features(
-        self, model: SimpleNetModel, features: torch.Tensor, size, device
-    ) -> np.ndarray:
-        """Image anomaly scores ``(n_images,)`` from cached features, as ``_infer`` computes them."""
-        scores = []
-        step = self._inference_batch(device)
-        for start in range(0, len(features), step):
-            batch = features[start : start + step].to(device, non_blocking=True)
-            scores.append(model.maps_and_scores(model.patch_scores(batch), size)[1])
-        return torch.cat(scores).float().cpu().numpy()
-
     # ------------------------------------------------------------------ inference
-    @torch.inference_mode()
     def _infer(self, X, keep_maps: bool = True) -> tuple[list[torch.Tensor], np.ndarray, list]:
         """Anomaly maps (when ``keep_maps``), image anomaly scores and the images, in one pass."""
         check_is_fitted(self, "model_")
@@ -898,15 +866,9 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
             if model.training:
                 model.eval()
             model.precision = self.precision
-        maps, scores = [], []
-        for batch in self._batches(images, device, "scoring"):
-            batch_maps, batch_scores = model(batch)
-            if keep_maps:
-                maps.extend(_to_host(batch_maps).unbind(0))
-            scores.append(_to_host(batch_scores))
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)  # the copies to the host above do not wait
-        return maps, torch.cat(scores).numpy(), images
+        batches = self._batches(images, device=device, desc="scoring")
+        maps, scores = score_images(model, batches, keep_maps)
+        return maps, scores, images
 
     def score_samples(self, X) -> np.ndarray:
         """Normality of each image: its negated image anomaly score.
@@ -1122,11 +1084,9 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
     def __setstate__(self, state):
         for name, value in EARLIER_VALUES.items():  # pickled before the parameter existed
             state.setdefault(name, value)
-        if "offset_" in state:  # pickled when offset_ was stored: threshold_ is, offset_ derives from it
-            state.setdefault("threshold_", -float(state.pop("offset_")))
-        super().__setstate__(state)
         if "model_" in state:
-            self._add_earlier_fitted_attributes()
+            complete_fitted_attributes(state)
+        super().__setstate__(state)
 
     def __getstate__(self):
         state = self.__dict__.copy()

@@ -469,3 +469,79 @@ def raise_failures(items: list) -> None:
     for item in items:
         if isinstance(item, DecodeFailure):
             raise item.error
+
+
+# ---------------------------------------------------------------------- defect masks
+#: Largest relative difference between a mask's aspect ratio and its image's for the mask to
+#: be resized onto the image (a mask saved at another resolution); beyond it the mask belongs
+#: to another image or another crop, and is refused.
+MASK_ASPECT_TOLERANCE = 0.02
+
+
+def load_mask(mask, index: int = 0, image_shape: tuple[int, int] | None = None) -> np.ndarray:
+    """One ground-truth mask as a boolean array on its image's pixel grid (True = defect).
+
+    Parameters
+    ----------
+    mask : path, PIL image, ndarray or tensor
+        A mask image file, or a 2-D array ``(height, width)``; nonzero pixels are defect.
+    index : int
+        The image's position in the caller's input, for error messages.
+    image_shape : (height, width), optional
+        The image's size. A mask of another size with the same aspect ratio (within
+        :data:`MASK_ASPECT_TOLERANCE`) is resized onto it (nearest neighbour); one of
+        another aspect ratio is refused. None keeps the mask's own size.
+
+    Returns
+    -------
+    ndarray of bool, shape (height, width)
+
+    Raises
+    ------
+    FileNotFoundError
+        ``mask`` is a path to a file that does not exist.
+    ValueError
+        The file is not a readable image, the array is not 2-D, or its aspect ratio differs
+        from the image's. The message names ``index`` (and the file).
+    """
+    label = f"The mask of image {index}"
+    if isinstance(mask, (str, os.PathLike)):
+        label = f"The mask of image {index} ({str(mask)!r})"
+        if not os.path.isfile(mask):
+            raise FileNotFoundError(f"{label} does not exist")
+        try:
+            with Image.open(mask) as opened:
+                mask = ImageOps.exif_transpose(opened).convert("L")
+        except (UnidentifiedImageError, OSError, SyntaxError) as error:
+            raise ValueError(f"{label} is not a readable image file ({error})") from None
+    if isinstance(mask, Image.Image):
+        mask = np.asarray(mask.convert("L"))
+    if isinstance(mask, torch.Tensor):
+        mask = mask.detach().cpu().numpy()
+    try:
+        mask = np.asarray(mask)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{label} is not an array ({error})") from None
+    if mask.ndim != 2 or mask.dtype.kind not in "biuf":
+        raise ValueError(f"{label} must be a 2-D (height, width) array, got shape {mask.shape} {mask.dtype}")
+    defect = mask != 0
+    if image_shape is None or defect.shape == tuple(image_shape):
+        return defect
+    (mask_h, mask_w), (image_h, image_w) = defect.shape, image_shape
+    if abs((mask_h / mask_w) / (image_h / image_w) - 1.0) > MASK_ASPECT_TOLERANCE:
+        raise ValueError(
+            f"{label} is {mask_h} x {mask_w} pixels (height x width) but its image is {image_h} x "
+            f"{image_w}: another aspect ratio, so it cannot be the image's mask"
+        )
+    resized = Image.fromarray(defect).resize((image_w, image_h), Image.Resampling.NEAREST)
+    return np.asarray(resized, dtype=bool)
+
+
+def mask_coverage(mask: np.ndarray, resize, crop_size) -> torch.Tensor:
+    """A boolean mask ``(height, width)`` preprocessed like its image: the share of each pixel of
+    the network's input that is defect, a float32 tensor ``(crop_h, crop_w)`` in [0, 1].
+
+    :func:`preprocess`'s bilinear, antialiased resize and centre crop.
+    """
+    tensor = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None]
+    return preprocess(tensor, resize, crop_size)[0].clamp_(0.0, 1.0)

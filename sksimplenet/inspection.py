@@ -337,6 +337,7 @@ def model_summary(detector) -> dict[str, str]:
     import hashlib
 
     from . import __version__
+    from .card import describe_labelled_anomalies
     from .detector import SimpleNetDetector
 
     defaults = SimpleNetDetector().get_params()
@@ -365,6 +366,7 @@ def model_summary(detector) -> dict[str, str]:
         "parameters changed from the defaults": ", ".join(f"{k}={v!r}" for k, v in changed.items()) or "none",
         "threshold": f"{detector.threshold_:.6g}: {how}",
         "training files": digest,
+        "labelled anomalies learned from": describe_labelled_anomalies(detector),
         "sksimplenet": __version__,
         "report written": datetime.datetime.now().isoformat(timespec="seconds"),
     }

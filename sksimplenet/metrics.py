@@ -598,11 +598,10 @@ def masks_at_map_resolution(masks, labels, resize, crop_size, shapes) -> list[np
     Raises
     ------
     ValueError
-        A mask is not 2-D, or its shape after preprocessing is not its map's.
+        A mask is not 2-D or not readable (:func:`sksimplenet.image_io.load_mask`), or its
+        shape after preprocessing is not its map's.
     """
-    import torch
-
-    from .image_io import preprocess
+    from .image_io import load_mask, mask_coverage
 
     out = []
     for index, (mask, label, shape) in enumerate(zip(masks, labels, shapes)):
@@ -614,16 +613,7 @@ def masks_at_map_resolution(masks, labels, resize, crop_size, shapes) -> list[np
                 return None
             out.append(np.zeros(shape, dtype=bool))
             continue
-        if isinstance(mask, (str, os.PathLike)):
-            from PIL import Image
-
-            with Image.open(mask) as image:
-                mask = np.asarray(image.convert("L"))
-        mask = np.asarray(mask)
-        if mask.ndim != 2:
-            raise ValueError(f"mask {index} must be 2-D (height, width), got shape {mask.shape}")
-        tensor = torch.from_numpy((mask != 0).astype(np.float32))[None]
-        tensor = preprocess(tensor, resize, crop_size)[0]
+        tensor = mask_coverage(load_mask(mask, index), resize, crop_size)
         if tuple(tensor.shape) != shape:
             raise ValueError(
                 f"mask {index} is {tuple(tensor.shape)} after preprocessing but its map is {shape}"

@@ -63,6 +63,7 @@ from .detector import (
     PARAMETER_CONSTRAINTS,
     REQUIRED,
     SimpleNetDetector,
+    complete_fitted_attributes,
     validate_params,
 )
 from .model import make_model
@@ -399,15 +400,6 @@ def _check_versions(header: dict, path: Path) -> None:
         )
 
 
-def _threshold_from_offset(fitted: dict) -> None:
-    """Files of versions that stored ``offset_`` (``-threshold_``; now derived from it): the
-    threshold, from ``threshold_`` where the file has both."""
-    if "offset_" in fitted:
-        offset = fitted.pop("offset_")
-        if "threshold_" not in fitted and isinstance(offset, (int, float)) and not isinstance(offset, bool):
-            fitted["threshold_"] = -offset
-
-
 def _check_document(header: dict, document: str, tensors: dict, digest: str | None, path: Path) -> None:
     """The document's keys are the ones :func:`save` writes, and the digest matches."""
     unknown = sorted(set(header) - _DOCUMENT_KEYS)
@@ -416,7 +408,8 @@ def _check_document(header: dict, document: str, tensors: dict, digest: str | No
     for key in ("params", "fitted"):
         if not isinstance(header.get(key), dict):
             raise ModelFileError(f"{str(path)!r} is missing the key {key!r}")
-    _threshold_from_offset(header["fitted"])
+    # Files written before some fitted attributes existed get the values that describe them.
+    complete_fitted_attributes(header["fitted"])
     required = [name for name, entry in FITTED_ATTRIBUTES.items() if entry.earlier is REQUIRED]
     missing = [name for name in required if name not in header["fitted"]]
     if missing:
@@ -603,7 +596,5 @@ def load(
         raise ModelFileError(f"{str(path)!r} is not a valid model file: {error}") from None
 
     detector.model_ = model
-    for name, value in fitted.items():
-        setattr(detector, name, value)
-    detector._add_earlier_fitted_attributes()  # files written before some of them existed
+    detector.__dict__.update(fitted)
     return detector

@@ -1,7 +1,8 @@
 """Which files a detector was fitted on, so that evaluating on them can be caught.
 
 ``fit`` on image files records each file's path and the SHA-256 of its bytes in the fitted
-attribute ``provenance_``; a test set that shares files with it (under any name) measures
+attribute ``provenance_`` (the labelled anomalies it learned from apart, as
+``anomalous_files``); a test set that shares files with it (under any name) measures
 memory, not detection. In-memory images (arrays, PIL images, tensors) record nothing.
 """
 
@@ -29,7 +30,8 @@ def training_files(images: Sequence) -> list[dict[str, str]]:
 
 
 def files_seen_in_training(detector, paths: Sequence[str | os.PathLike]) -> list[str]:
-    """The ``paths`` whose content equals a file the detector was fitted on (any name).
+    """The ``paths`` whose content equals a file the detector was fitted on (any name): a normal
+    training image, or an image labelled anomalous that training learned from.
 
     Parameters
     ----------
@@ -45,7 +47,8 @@ def files_seen_in_training(detector, paths: Sequence[str | os.PathLike]) -> list
         The matching paths, in the order given.
     """
     record = getattr(detector, "provenance_", None) or {}
-    trained = {entry["sha256"] for entry in record.get("files", [])}
+    entries = [*record.get("files", []), *record.get("anomalous_files", [])]
+    trained = {entry["sha256"] for entry in entries}
     if not trained:
         return []
     return [os.fspath(path) for path in paths if file_sha256(path) in trained]

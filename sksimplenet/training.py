@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -75,30 +76,109 @@ class TrainingSettings:
     seed: int
 
 
+@dataclass(frozen=True)
+class WeakAnomalies:
+    """Anomalous images known only by their label (no mask): multiple-instance learning.
+
+    Each step draws ``images_per_step`` of them and trains their ``top_positions`` least
+    normal positions (as the discriminator scores them at that moment) as anomalous: an image
+    labelled anomalous has a defect somewhere, most likely where it looks least normal.
+
+    Attributes
+    ----------
+    features : Tensor, shape (n_images, h, w, feature_dim)
+    images_per_step : int
+    top_positions : int
+        Positions of each image taken, at most ``h * w``.
+    """
+
+    features: torch.Tensor
+    images_per_step: int
+    top_positions: int
+
+
 class _Steps:
     """The patches of each training step: a batch of images, a subset of their patches, and
-    synthetic anomalous features drawn in proportion. Training and the BatchNorm pass after it
-    draw from here, so that both see the same mix."""
+    the anomalous features drawn in proportion (synthetic, labelled with a mask, the top
+    positions of images labelled without one). Training and the BatchNorm pass after it draw
+    from here, so that both see the same mix."""
 
-    def __init__(self, features, synthetic, settings: TrainingSettings, generator: torch.Generator):
+    def __init__(
+        self,
+        features,
+        synthetic,
+        settings: TrainingSettings,
+        generator: torch.Generator,
+        labelled: torch.Tensor | None = None,
+        weak: WeakAnomalies | None = None,
+    ):
         self.features = features
         self.synthetic = synthetic if synthetic is not None and len(synthetic) else None
+        self.labelled = labelled if labelled is not None and len(labelled) else None
+        self.weak = weak if weak is not None and len(weak.features) else None
         self.settings = settings
         self.generator = generator
 
-    def patches(self, images: torch.Tensor, subset: bool = True):
-        """Normal patches ``(n, feature_dim)`` of ``images`` (indices) and synthetic ones or None."""
+    def patches(self, images: torch.Tensor, subset: bool = True, selector: Callable | None = None):
+        """Normal patches ``(n, feature_dim)`` of ``images`` (indices) and anomalous ones or None.
+
+        ``selector`` scores features ``(m, feature_dim)`` with the current networks (higher =
+        more normal); it picks the positions of the weakly labelled images.
+        """
         batch = self.features[images.to(self.features.device)]
         batch = batch.reshape(-1, batch.shape[-1])
         if subset and self.settings.patch_fraction < 1.0:
             keep = max(1, int(round(self.settings.patch_fraction * len(batch))))
             chosen = torch.randperm(len(batch), generator=self.generator)[:keep]
             batch = batch[chosen.to(batch.device)]
-        if self.synthetic is None or self.settings.synthetic_share <= 0:
+        if self.settings.synthetic_share <= 0:
             return batch, None
         count = max(1, int(round(self.settings.synthetic_share * len(batch))))
-        drawn = torch.randint(len(self.synthetic), (count,), generator=self.generator)
-        return batch, self.synthetic[drawn.to(self.synthetic.device)]
+        drawn = []
+        if self.synthetic is not None:
+            drawn.append(self._draw(self.synthetic, count))
+        # Labelled anomalies add as many features as the synthetic ones, split between the
+        # masked positions and the weakly labelled images' top positions when both exist.
+        pools = [] if self.labelled is None else [self.labelled]
+        if self.weak is not None:
+            pools.append(self._top_positions(selector))
+        for i, pool in enumerate(pools):
+            drawn.append(self._draw(pool, count // len(pools) + (i < count % len(pools))))
+        if not drawn:
+            return batch, None
+        return batch, drawn[0] if len(drawn) == 1 else torch.cat(drawn)
+
+    def _draw(self, pool: torch.Tensor, count: int) -> torch.Tensor:
+        drawn = torch.randint(len(pool), (count,), generator=self.generator)
+        return pool[drawn.to(pool.device)]
+
+    @torch.no_grad()
+    def _top_positions(self, selector: Callable) -> torch.Tensor:
+        """The least normal positions of ``images_per_step`` weakly labelled images, ``(n, feature_dim)``."""
+        weak = self.weak
+        chosen = torch.randint(len(weak.features), (weak.images_per_step,), generator=self.generator)
+        images = weak.features[chosen.to(weak.features.device)]
+        flat = images.reshape(len(images), -1, images.shape[-1])
+        normality = selector(flat.reshape(-1, flat.shape[-1])).reshape(len(images), -1)
+        top = normality.topk(weak.top_positions, dim=1, largest=False).indices.to(flat.device)
+        return flat[torch.arange(len(flat), device=flat.device)[:, None], top].reshape(-1, flat.shape[-1])
+
+
+def _selector(scaler, adaptor, discriminator, device):
+    """Normality of features ``(m, feature_dim)`` with the networks as they are, in evaluation
+    mode (BatchNorm's running statistics), without gradients or changes to the networks."""
+
+    def normality(features: torch.Tensor) -> torch.Tensor:
+        modes = adaptor.training, discriminator.training
+        adaptor.eval()
+        discriminator.eval()
+        try:
+            return discriminator(adaptor(scaler(features.to(device, non_blocking=True).float())))
+        finally:
+            adaptor.train(modes[0])
+            discriminator.train(modes[1])
+
+    return normality
 
 
 def train_discriminator(
@@ -109,6 +189,8 @@ def train_discriminator(
     settings: TrainingSettings,
     *,
     synthetic_features: torch.Tensor | None = None,
+    labelled_features: torch.Tensor | None = None,
+    weak_anomalies: WeakAnomalies | None = None,
     validation_features: torch.Tensor | None = None,
     device: torch.device | str,
     callback: Callable[[int, float], None] | None = None,
@@ -119,7 +201,8 @@ def train_discriminator(
     Each step takes the patches of ``settings.batch_size`` images, adapts them (``q``), adds
     Gaussian noise (``q⁻ = q + ε``) and minimises the truncated L1 loss of the discriminator
     on both. Synthetic anomalous features, when given, are adapted and scored as anomalous
-    beside ``q⁻`` (one loss term over all anomalous features). As in the official code, all
+    beside ``q⁻`` (one loss term over all anomalous features), and so are the features of
+    labelled anomalies. As in the official code, all
     of a step's features pass the discriminator in one batch, so its BatchNorm statistics
     cover them together.
 
@@ -135,6 +218,13 @@ def train_discriminator(
     synthetic_features : Tensor, shape (n_synthetic, feature_dim), optional
         Features of synthetic defects (:mod:`sksimplenet.synthesis`), drawn at random,
         ``settings.synthetic_share`` of each step's normal patches.
+    labelled_features : Tensor, shape (n_labelled, feature_dim), optional
+        Features of real defects (positions inside the masks of images labelled anomalous):
+        each step draws as many of them as synthetic features.
+    weak_anomalies : WeakAnomalies, optional
+        Images labelled anomalous without a mask: each step draws as many features from their
+        least normal positions as synthetic features (half of them when
+        ``labelled_features`` are given too, which take the other half).
     validation_features : Tensor, shape (n_held_out, h, w, feature_dim), optional
         Normal images kept out of the steps: after each epoch :func:`validation_loss` of
         the weights that would be returned is recorded.
@@ -158,7 +248,8 @@ def train_discriminator(
     n_images = features.shape[0]
     order_generator = torch.Generator().manual_seed(settings.seed)
     noise_generator = torch.Generator(device=device).manual_seed(settings.seed + 1)
-    steps = _Steps(features, synthetic_features, settings, order_generator)
+    steps = _Steps(features, synthetic_features, settings, order_generator, labelled_features, weak_anomalies)
+    selector = _selector(scaler, adaptor, discriminator, device)
     optimizer = torch.optim.Adam(
         [
             {"params": adaptor.parameters(), "lr": settings.adaptor_lr},
@@ -184,7 +275,7 @@ def train_discriminator(
         order = torch.randperm(n_images, generator=order_generator).to(features.device)
         total = torch.zeros((), device=device)
         for start in range(0, n_images, batch_size):
-            normal, synthetic = steps.patches(order[start : start + batch_size])
+            normal, synthetic = steps.patches(order[start : start + batch_size], selector=selector)
             normal_scores, anomalous_scores = _discriminate(
                 normal, synthetic, scaler, adaptor, discriminator, settings.sigma, noise_generator, device
             )
@@ -360,6 +451,10 @@ def _recompute_batchnorm_statistics(steps: _Steps, scaler, adaptor, discriminato
     norms = _batch_norms(discriminator)
     if not norms:
         return
+    # Weakly labelled images' positions are picked with the statistics training ended with.
+    selector = None
+    if steps.weak is not None:
+        selector = _selector(scaler, adaptor, copy.deepcopy(discriminator), device)
     momenta = [m.momentum for m in norms]
     for norm in norms:
         norm.reset_running_stats()
@@ -368,7 +463,7 @@ def _recompute_batchnorm_statistics(steps: _Steps, scaler, adaptor, discriminato
     n_images = steps.features.shape[0]
     for start in range(0, n_images, steps.settings.batch_size):
         images = torch.arange(start, min(start + steps.settings.batch_size, n_images))
-        normal, synthetic = steps.patches(images, subset=False)
+        normal, synthetic = steps.patches(images, subset=False, selector=selector)
         _discriminate(
             normal, synthetic, scaler, adaptor, discriminator, steps.settings.sigma, generator, device
         )

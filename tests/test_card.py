@@ -44,6 +44,7 @@ def test_summary_of_a_named_backbone(images):
         "input size",
         "feature shape",
         "training images",
+        "labelled anomalies",
         "epochs",
         "held-out images",
         "final loss",
@@ -58,6 +59,7 @@ def test_summary_of_a_named_backbone(images):
     assert fields["input size"] == "64 x 64 (resize=64, crop_size=None)"
     assert fields["feature shape"] == "8 x 8 x 384 (h x w x channels)"  # 128 + 256 channels at stride 8
     assert fields["training images"] == "5" and fields["held-out images"] == "1"
+    assert fields["labelled anomalies"] == "none (trained on normal images only)"
     assert fields["epochs"] == "2" and len(detector.loss_history_) == 2
     assert float(fields["final loss"]) == pytest.approx(detector.loss_history_[-1], rel=1e-3)
     held_out = float(fields["final held-out criterion"])

@@ -75,9 +75,9 @@ def test_default_threshold_flags_few_normal_images(stripes, fitted):
     assert (fitted.predict(images[30:]) == -1).mean() >= 0.8  # the defective ones
 
 
-def test_labels_of_minus_one_are_left_out_of_training(stripes):
+def test_labels_of_minus_one_are_left_out_of_training_when_ignored(stripes):
     images, labels, _ = stripes
-    with_y = SimpleNetDetector(**FAST).fit(images, labels)
+    with_y = SimpleNetDetector(**FAST, labelled_anomalies="ignore").fit(images, labels)
     normal_only = SimpleNetDetector(**FAST).fit(images[labels == 1])
     assert with_y.n_train_images_ + with_y.n_held_out_images_ == (labels == 1).sum()
     assert (labels[with_y.held_out_indices_] == 1).all()  # positions in X

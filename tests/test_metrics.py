@@ -213,7 +213,7 @@ def test_masks_at_map_resolution_names_the_mismatched_mask():
     masks = [np.zeros((8, 8), bool), np.zeros((8, 10), bool)]
     with pytest.raises(ValueError, match=r"mask 1 is \(8, 10\) after preprocessing but its map is \(8, 8\)"):
         masks_at_map_resolution(masks, [1, -1], None, None, [(8, 8)] * 2)
-    with pytest.raises(ValueError, match=r"mask 0 must be 2-D"):
+    with pytest.raises(ValueError, match=r"mask of image 0 must be a 2-D"):
         masks_at_map_resolution([np.zeros((8, 8, 3))], [-1], None, None, [(8, 8)])
 
 

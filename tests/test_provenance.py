@@ -47,5 +47,5 @@ def test_fit_on_files_records_each_file_and_catches_a_renamed_copy_in_a_test_set
 
 
 def test_in_memory_images_record_no_files(fitted, stripes):
-    assert fitted.provenance_ == {"files": [], "split": None}
+    assert fitted.provenance_ == {"files": [], "split": None, "anomalous_files": []}
     assert files_seen_in_training(fitted, []) == []

@@ -139,11 +139,11 @@ def test_pipeline_with_a_loading_transformer(labelled, tmp_path):
     pipeline = Pipeline(
         [
             ("load", FunctionTransformer(_load_and_crop)),
-            ("detector", SimpleNetDetector(**{**SMALL, "resize": 48})),
+            ("detector", SimpleNetDetector(**{**SMALL, "resize": 48, "labelled_anomalies": "ignore"})),
         ]
     )
     pipeline.set_params(detector__contamination=0.2)
-    pipeline.fit(paths, labels)  # y reaches the detector, which trains on the +1 images only
+    pipeline.fit(paths, labels)  # y reaches the detector, which (ignoring -1) trains on +1 images only
 
     direct = SimpleNetDetector(**{**SMALL, "resize": 48, "contamination": 0.2})
     cropped = images[:, 8:-8, 8:-8]
