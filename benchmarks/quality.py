@@ -107,6 +107,86 @@ def run(dataset: str, seed: int, params: dict, reference: bool) -> dict:
     return row
 
 
+def labelled_split(split: dict, shares, seed: int, use_masks: bool = True, unseen_type=None) -> dict:
+    """MTD's split with a seeded share of each defect type moved into training, for each share.
+
+    The test set is the same for every share: the normal test images and the defects never
+    labelled at the largest share. ``unseen_type``: that type is never labelled (leave one
+    type out). Returns ``{share: (X, y, masks)}`` and the fixed ``test`` split.
+    """
+    rng = np.random.default_rng(seed)
+    labels, types = split["test_labels"], np.array(split["test_categories"])
+    order = {}
+    for name in sorted(set(types[labels == -1])):
+        members = np.flatnonzero(types == name)
+        order[name] = members[rng.permutation(len(members))] if name != unseen_type else members[:0]
+    largest = max(shares)
+    chosen_at = {
+        share: [i for name, members in order.items() for i in members[: int(round(share * len(members)))]]
+        for share in shares
+    }
+    held = set(chosen_at[largest])
+    test = [i for i in range(len(labels)) if i not in held]
+    train = {}
+    for share, chosen in chosen_at.items():
+        X = list(split["train_paths"]) + [split["test_paths"][i] for i in chosen]
+        y = np.array([1] * len(split["train_paths"]) + [-1] * len(chosen))
+        masks = [None] * len(split["train_paths"]) + [
+            split["test_masks"][i] if use_masks else None for i in chosen
+        ]
+        train[share] = (X, y, masks)
+    test_split = {
+        "test_paths": [split["test_paths"][i] for i in test],
+        "test_labels": labels[test],
+        "test_masks": [split["test_masks"][i] for i in test],
+        "test_categories": [str(types[i]) for i in test],
+    }
+    return {"train": train, "test": test_split}
+
+
+def run_labelled(
+    seed: int, shares, params: dict, use_masks=True, unseen_type=None, reference=True
+) -> list[dict]:
+    """The labelled regime on MTD: one row per share, all on one fixed test set."""
+    split = mtd_split(seed)
+    parts = labelled_split(split, shares, seed, use_masks, unseen_type)
+    test = parts["test"]
+    labels = test["test_labels"]
+    rows = []
+    for share, (X, y, masks) in parts["train"].items():
+        detector = SimpleNetDetector(**{**params, "random_state": seed})
+        start = time.perf_counter()
+        detector.fit(X, y, masks=masks)
+        fit_seconds = time.perf_counter() - start
+        maps, scores = detector.anomaly_map(test["test_paths"], return_scores=True)
+        grid = masks_at_map_resolution(
+            test["test_masks"], labels, detector.resize, detector.crop_size, [m.shape for m in maps]
+        )
+        flagged, normal = scores > detector.threshold_, labels == 1
+        row = {
+            "dataset": "mtd",
+            "seed": seed,
+            "share": share,
+            "masks": use_masks,
+            "n_labelled": int((y == -1).sum()),
+            "image_auroc": image_auroc(labels, scores),
+            "pixel_auroc": pixel_auroc(grid, maps),
+            "fpr": float(flagged[normal].mean()),
+            "recall": float(flagged[~normal].mean()),
+            "fit_seconds": fit_seconds,
+        }
+        if unseen_type is not None:
+            unseen = np.array([t in (unseen_type, "MT_Free") for t in test["test_categories"]])
+            row["unseen_type"] = unseen_type
+            row["unseen_image_auroc"] = image_auroc(labels[unseen], scores[unseen])
+        rows.append(row)
+    if reference:
+        ref = reference_row({"train_paths": split["train_paths"], **test}, detector, grid, seed)
+        for row in rows:
+            row.update(ref)
+    return rows
+
+
 def crop_coverage(resize: int, crop_size: int, root=None) -> str:
     """How many MTD defect masks (split seed 0) lie outside a centre crop, and the share of defect
     pixels inside it."""
@@ -177,6 +257,15 @@ def main(argv=None) -> None:
     parser.add_argument("--no-reference", action="store_true", help="skip the nearest-neighbour reference")
     parser.add_argument("--json", type=Path, help="write every row to this file")
     parser.add_argument("--crop-coverage", type=int, nargs=2, metavar=("RESIZE", "CROP"), help="and exit")
+    parser.add_argument(
+        "--labelled-shares",
+        type=float,
+        nargs="+",
+        metavar="SHARE",
+        help="MTD's labelled regime instead: these shares of each defect type in training",
+    )
+    parser.add_argument("--no-masks", action="store_true", help="labelled regime: image labels only")
+    parser.add_argument("--unseen-type", help="labelled regime: never label this MTD type (e.g. MT_Crack)")
     args = parser.parse_args(argv)
     if args.crop_coverage:
         print(crop_coverage(*args.crop_coverage))
@@ -190,6 +279,20 @@ def main(argv=None) -> None:
         parser.error(f"unknown variants {unknown}; --list-variants lists them")
     common = {"backbone": args.backbone, "device": "cpu", **parse_settings(args.set)}
     print("parameters of every variant (others at their defaults):", common, flush=True)
+    if args.labelled_shares:
+        rows = []
+        for seed in args.seeds:
+            rows += run_labelled(
+                seed, args.labelled_shares, common, not args.no_masks, args.unseen_type, not args.no_reference
+            )
+            for row in rows[-len(args.labelled_shares) :]:
+                print(
+                    json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}),
+                    flush=True,
+                )
+        if args.json:
+            args.json.write_text(json.dumps({"parameters": repr(common), "rows": rows}, indent=2))
+        return
 
     rows = []
     for dataset in args.datasets:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 __all__ = ["SimpleNetDetector", "PAPER_PARAMS", "ModelFileError", "evaluate", "load", "save", "__version__"]
 
 # Public name -> the submodule that defines it.

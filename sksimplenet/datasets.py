@@ -435,6 +435,72 @@ def load_visa(
 LAYOUTS = ("mvtec", "mtd", "visa", "folder")
 
 
+def labelled_folder(folder: str | os.PathLike, mask_folder: str | os.PathLike | None = None) -> dict:
+    """Defect images of one folder, with their masks, to train on as labelled anomalies.
+
+    The mask of ``<folder>/<name>.<ext>`` is ``<mask_folder>/<name>_mask.<ext>`` or, in a
+    separate ``mask_folder``, ``<mask_folder>/<name>.<ext>`` (any image extension); files named
+    ``*_mask.*`` in ``folder`` are masks, not images. An image without a mask is labelled
+    by its folder only.
+
+    Returns
+    -------
+    dict
+        ``paths`` (list of str) and ``masks`` (list of str or None), parallel.
+    """
+    folder = _require_dir(Path(folder), "labelled anomalies")
+    mask_root = folder if mask_folder is None else _require_dir(Path(mask_folder), "their masks")
+    candidates = {p.stem: p for p in image_files(mask_root)}
+    paths = [p for p in image_files(folder) if not p.stem.endswith("_mask")]
+    if not paths:
+        raise FileNotFoundError(f"labelled anomalies: no image files in {folder}")
+    masks = []
+    for path in paths:
+        mask = candidates.get(path.stem + "_mask")
+        if mask is None and mask_folder is not None:
+            mask = candidates.get(path.stem)
+        masks.append(None if mask is None else str(mask))
+    return {"paths": [str(p) for p in paths], "masks": masks}
+
+
+def move_labelled_share(split: dict, share: float, seed: int) -> dict:
+    """A seeded ``share`` of each defect type of the test images moved into training.
+
+    The moved images join ``train_paths`` labelled -1 with their masks (``train_labels``,
+    ``train_masks``); the test set keeps the others, so that nothing trained on is tested
+    on. The same ``share`` and ``seed`` move the same images.
+
+    Returns
+    -------
+    dict
+        ``split`` with ``train_labels``, ``train_masks`` and the ``test_*`` entries replaced,
+        and ``n_labelled``: how many images moved.
+    """
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"the labelled share must be in [0, 1], got {share}")
+    labels = np.asarray(split["test_labels"])
+    categories = np.asarray(split.get("test_categories") or np.where(labels == 1, "good", "defect"))
+    rng = np.random.default_rng(seed)
+    moved = []
+    for name in sorted(set(categories[labels == -1].tolist())):
+        members = np.flatnonzero((categories == name) & (labels == -1))
+        moved += members[rng.permutation(len(members))][: int(round(share * len(members)))].tolist()
+    moved = sorted(moved)
+    kept = [i for i in range(len(labels)) if i not in set(moved)]
+    masks = split.get("test_masks") or [None] * len(labels)
+    n_train = len(split["train_paths"])
+    out = dict(split)
+    out["train_paths"] = list(split["train_paths"]) + [split["test_paths"][i] for i in moved]
+    out["train_labels"] = np.array([1] * n_train + [-1] * len(moved), dtype=int)
+    out["train_masks"] = [None] * n_train + [masks[i] for i in moved]
+    for key in ("test_paths", "test_masks", "test_categories"):
+        if split.get(key) is not None:
+            out[key] = [split[key][i] for i in kept]
+    out["test_labels"] = labels[kept]
+    out["n_labelled"] = len(moved)
+    return out
+
+
 def load_layout(
     root: str | os.PathLike,
     layout: str,
@@ -442,6 +508,7 @@ def load_layout(
     category: str | None = None,
     split_csv: str | os.PathLike = "split_csv/1cls.csv",
     split_seed: int = 0,
+    labelled_share: float = 0.0,
 ) -> dict:
     """A data set in one of the :data:`LAYOUTS`, split into training and test images.
 
@@ -457,7 +524,11 @@ def load_layout(
     split_csv : path, default="split_csv/1cls.csv"
         ``"visa"``: the split file, relative to ``root``.
     split_seed : int, default=0
-        ``"mtd"``: the seed of the split.
+        ``"mtd"``: the seed of the split; with ``labelled_share``, also of the images moved.
+    labelled_share : float in [0, 1], default=0.0
+        A seeded share of each defect type moved from the test images into training,
+        labelled -1 with their masks (:func:`move_labelled_share`; not for ``"visa"``,
+        whose split file decides).
 
     Returns
     -------
@@ -482,6 +553,12 @@ def load_layout(
         split = load_mtd(root, random_state=split_seed)
     else:
         split = load_folder(root)
+    if labelled_share:
+        if layout == "visa":
+            raise ValueError("a labelled share needs a layout whose test split this package makes: not visa")
+        settings["labelled_share"] = float(labelled_share)
+        settings["split_seed"] = split_seed
+        split = move_labelled_share(split, labelled_share, split_seed)
     return {**split, "settings": settings}
 
 

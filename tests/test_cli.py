@@ -4,8 +4,11 @@ import csv
 import io
 import json
 import re
+import shutil
 import subprocess
 import sys
+import warnings
+from pathlib import Path
 
 import joblib
 import numpy as np
@@ -939,3 +942,38 @@ def test_drawing_commands_without_matplotlib_fail_before_any_work(
     assert_one_line_error(capsys, "matplotlib")
     assert main(["demo", "-o", str(tmp_path / "demo")]) == 2
     assert_one_line_error(capsys, "matplotlib")
+
+
+def test_fit_with_a_labelled_share_and_evaluate_leaving_those_images_out(mvtec_root, tmp_path, capsys):
+    path = tmp_path / "labelled.safetensors"
+    assert main(["--quiet", *fit_args(mvtec_root, path, *TINY, "--labelled-share", "0.34")]) == 0
+    detector = load(path)
+    assert detector.n_labelled_anomalies_ == 1 and detector.n_labelled_masks_ == 1
+    assert detector.provenance_["split"]["labelled_share"] == 0.34
+    out = tmp_path / "metrics.json"
+    evaluate = ["evaluate", str(path), str(mvtec_root), "--layout", "mvtec", "--category", "widgets"]
+    capsys.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no test image was a training image
+        assert main([*evaluate, "--json", str(out), "--device", "cpu"]) == 0
+    assert (
+        "leaving out the 1 test images the model was trained on as labelled defects"
+        in capsys.readouterr().err
+    )
+    per_type = json.loads(out.read_text())["per_type"]
+    assert sum(row["n_images"] for row in per_type.values()) == 5  # 6 test images, 1 trained on
+
+
+def test_fit_with_a_folder_of_labelled_defects(mvtec_root, tmp_path):
+    defects = tmp_path / "rejects"
+    defects.mkdir()
+    blob = mvtec_root / "widgets" / "test" / "blob"
+    masks = mvtec_root / "widgets" / "ground_truth" / "blob"
+    shutil.copy(blob / "011.png", defects / "011.png")
+    shutil.copy(masks / "011_mask.png", defects / "011_mask.png")
+    shutil.copy(blob / "012.png", defects / "012.png")  # no mask: its label alone
+    path = tmp_path / "rejects.safetensors"
+    assert main(["--quiet", *fit_args(mvtec_root, path, *TINY, "--anomalous", str(defects))]) == 0
+    detector = load(path)
+    assert (detector.n_labelled_anomalies_, detector.n_labelled_masks_) == (2, 1)
+    assert [Path(e["path"]).name for e in detector.provenance_["anomalous_files"]] == ["011.png", "012.png"]
