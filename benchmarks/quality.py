@@ -44,6 +44,7 @@ from common import dataset_split, knn_baseline, layer_features, mtd_split, parse
 from PIL import Image
 
 from sksimplenet import SimpleNetDetector
+from sksimplenet.datasets import move_labelled_share
 from sksimplenet.image_io import crop_box
 from sksimplenet.metrics import image_auroc, masks_at_map_resolution, pixel_auroc
 
@@ -107,53 +108,23 @@ def run(dataset: str, seed: int, params: dict, reference: bool) -> dict:
     return row
 
 
-def labelled_split(split: dict, shares, seed: int, use_masks: bool = True, unseen_type=None) -> dict:
-    """MTD's split with a seeded share of each defect type moved into training, for each share.
-
-    The test set is the same for every share: the normal test images and the defects never
-    labelled at the largest share. ``unseen_type``: that type is never labelled (leave one
-    type out). Returns ``{share: (X, y, masks)}`` and the fixed ``test`` split.
-    """
-    rng = np.random.default_rng(seed)
-    labels, types = split["test_labels"], np.array(split["test_categories"])
-    order = {}
-    for name in sorted(set(types[labels == -1])):
-        members = np.flatnonzero(types == name)
-        order[name] = members[rng.permutation(len(members))] if name != unseen_type else members[:0]
-    largest = max(shares)
-    chosen_at = {
-        share: [i for name, members in order.items() for i in members[: int(round(share * len(members)))]]
-        for share in shares
-    }
-    held = set(chosen_at[largest])
-    test = [i for i in range(len(labels)) if i not in held]
-    train = {}
-    for share, chosen in chosen_at.items():
-        X = list(split["train_paths"]) + [split["test_paths"][i] for i in chosen]
-        y = np.array([1] * len(split["train_paths"]) + [-1] * len(chosen))
-        masks = [None] * len(split["train_paths"]) + [
-            split["test_masks"][i] if use_masks else None for i in chosen
-        ]
-        train[share] = (X, y, masks)
-    test_split = {
-        "test_paths": [split["test_paths"][i] for i in test],
-        "test_labels": labels[test],
-        "test_masks": [split["test_masks"][i] for i in test],
-        "test_categories": [str(types[i]) for i in test],
-    }
-    return {"train": train, "test": test_split}
-
-
 def run_labelled(
-    seed: int, shares, params: dict, use_masks=True, unseen_type=None, reference=True
+    dataset: str, seed: int, shares, params: dict, use_masks=True, unseen_type=None, reference=True
 ) -> list[dict]:
-    """The labelled regime on MTD: one row per share, all on one fixed test set."""
-    split = mtd_split(seed)
-    parts = labelled_split(split, shares, seed, use_masks, unseen_type)
-    test = parts["test"]
-    labels = test["test_labels"]
+    """The labelled regime: a seeded share of each defect type moved from the test images into
+    training (:func:`sksimplenet.datasets.move_labelled_share`), one row per share, every share
+    on one fixed test set (the images never labelled at the largest share)."""
+    split = dataset_split(dataset, seed)
+    never = () if unseen_type is None else (unseen_type,)
+    test = move_labelled_share(split, max(shares), seed, never)
+    labels = np.asarray(test["test_labels"])
+    parts = {}
+    for share in shares:
+        moved = move_labelled_share(split, share, seed, never)
+        masks = moved["train_masks"] if use_masks else None
+        parts[share] = (moved["train_paths"], moved["train_labels"], masks)
     rows = []
-    for share, (X, y, masks) in parts["train"].items():
+    for share, (X, y, masks) in parts.items():
         detector = SimpleNetDetector(**{**params, "random_state": seed})
         start = time.perf_counter()
         detector.fit(X, y, masks=masks)
@@ -164,19 +135,21 @@ def run_labelled(
         )
         flagged, normal = scores > detector.threshold_, labels == 1
         row = {
-            "dataset": "mtd",
+            "dataset": Path(dataset).name,
             "seed": seed,
             "share": share,
             "masks": use_masks,
             "n_labelled": int((y == -1).sum()),
             "image_auroc": image_auroc(labels, scores),
-            "pixel_auroc": pixel_auroc(grid, maps),
+            "pixel_auroc": pixel_auroc(grid, maps) if grid is not None else None,
             "fpr": float(flagged[normal].mean()),
             "recall": float(flagged[~normal].mean()),
             "fit_seconds": fit_seconds,
         }
         if unseen_type is not None:
-            unseen = np.array([t in (unseen_type, "MT_Free") for t in test["test_categories"]])
+            unseen = np.array(
+                [t == unseen_type or label == 1 for t, label in zip(test["test_categories"], labels)]
+            )
             row["unseen_type"] = unseen_type
             row["unseen_image_auroc"] = image_auroc(labels[unseen], scores[unseen])
         rows.append(row)
@@ -240,6 +213,24 @@ def summary(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+LABELLED_KEYS = (*SUMMARY_KEYS, "unseen_image_auroc")
+
+
+def labelled_summary(rows: list[dict]) -> str:
+    """A markdown table of the labelled regime: mean ± std over seeds per data set and share."""
+    lines = [
+        "| data set | labelled share | masks | seeds | image AUROC | reference | pixel AUROC | reference | "
+        "FPR at threshold | recall at threshold | never-labelled type's image AUROC | fit seconds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key in dict.fromkeys((row["dataset"], row["share"], row["masks"]) for row in rows):
+        group = [row for row in rows if (row["dataset"], row["share"], row["masks"]) == key]
+        cells = " | ".join(_cell(group, name) for name in LABELLED_KEYS)
+        seconds = np.mean([row["fit_seconds"] for row in group])
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {len(group)} | {cells} | {seconds:.0f} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=["mtd", "elpv"])
@@ -262,10 +253,10 @@ def main(argv=None) -> None:
         type=float,
         nargs="+",
         metavar="SHARE",
-        help="MTD's labelled regime instead: these shares of each defect type in training",
+        help="the labelled regime instead: these shares of each defect type in training",
     )
     parser.add_argument("--no-masks", action="store_true", help="labelled regime: image labels only")
-    parser.add_argument("--unseen-type", help="labelled regime: never label this MTD type (e.g. MT_Crack)")
+    parser.add_argument("--unseen-type", help="labelled regime: never label this type (e.g. MT_Crack)")
     args = parser.parse_args(argv)
     if args.crop_coverage:
         print(crop_coverage(*args.crop_coverage))
@@ -281,15 +272,15 @@ def main(argv=None) -> None:
     print("parameters of every variant (others at their defaults):", common, flush=True)
     if args.labelled_shares:
         rows = []
-        for seed in args.seeds:
-            rows += run_labelled(
-                seed, args.labelled_shares, common, not args.no_masks, args.unseen_type, not args.no_reference
-            )
-            for row in rows[-len(args.labelled_shares) :]:
-                print(
-                    json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}),
-                    flush=True,
-                )
+        for dataset in args.datasets:
+            for seed in args.seeds:
+                options = (not args.no_masks, args.unseen_type, not args.no_reference)
+                rows += run_labelled(dataset, seed, args.labelled_shares, common, *options)
+                for row in rows[-len(args.labelled_shares) :]:
+                    shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
+                    print(json.dumps(shown), flush=True)
+        print()
+        print(labelled_summary(rows))
         if args.json:
             args.json.write_text(json.dumps({"parameters": repr(common), "rows": rows}, indent=2))
         return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -463,12 +464,13 @@ def labelled_folder(folder: str | os.PathLike, mask_folder: str | os.PathLike | 
     return {"paths": [str(p) for p in paths], "masks": masks}
 
 
-def move_labelled_share(split: dict, share: float, seed: int) -> dict:
+def move_labelled_share(split: dict, share: float, seed: int, never: Sequence[str] = ()) -> dict:
     """A seeded ``share`` of each defect type of the test images moved into training.
 
     The moved images join ``train_paths`` labelled -1 with their masks (``train_labels``,
     ``train_masks``); the test set keeps the others, so that nothing trained on is tested
-    on. The same ``share`` and ``seed`` move the same images.
+    on. The same ``seed`` moves nested sets: the images a smaller share moves are among those a
+    larger one moves. Defect types named in ``never`` stay in the test set (leave one type out).
 
     Returns
     -------
@@ -484,7 +486,9 @@ def move_labelled_share(split: dict, share: float, seed: int) -> dict:
     moved = []
     for name in sorted(set(categories[labels == -1].tolist())):
         members = np.flatnonzero((categories == name) & (labels == -1))
-        moved += members[rng.permutation(len(members))][: int(round(share * len(members)))].tolist()
+        members = members[rng.permutation(len(members))]  # drawn for every type: nested shares
+        if name not in never:
+            moved += members[: int(round(share * len(members)))].tolist()
     moved = sorted(moved)
     kept = [i for i in range(len(labels)) if i not in set(moved)]
     masks = split.get("test_masks") or [None] * len(labels)

@@ -135,3 +135,18 @@ def test_gpu_says_it_needs_a_gpu(benchmark, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit, match="needs an NVIDIA GPU"):
         benchmark("gpu").main([])
+
+
+def test_quality_labelled_regime_tests_every_share_on_one_test_set(benchmark, tiny_mvtec, tmp_path, capsys):
+    quality = benchmark("quality")
+    out = tmp_path / "rows.json"
+    quality.main(
+        ["--datasets", str(tiny_mvtec), "--seeds", "0", "--set", "epochs=1", "--set", "resize=(64, 64)"]
+        + ["--labelled-shares", "0", "0.5", "--json", str(out)]
+    )
+    rows = json.loads(out.read_text())["rows"]
+    assert [(row["share"], row["n_labelled"]) for row in rows] == [(0.0, 0), (0.5, 2)]
+    for row in rows:
+        assert 0 <= row["image_auroc"] <= 1 and 0 <= row["pixel_auroc"] <= 1 and 0 <= row["fpr"] <= 1
+    assert rows[0]["reference_image_auroc"] == rows[1]["reference_image_auroc"]  # one test set
+    assert "| widgets | 0.5 | True | 1 |" in capsys.readouterr().out
