@@ -8,7 +8,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline
 
-from sksimplenet import SimpleNetDetector
+from sksimplenet import SimpleNetDetector, load, save
 from sksimplenet.datasets import make_synthetic
 from sksimplenet.metrics import image_auroc, pixel_auroc
 from sksimplenet.provenance import files_seen_in_training
@@ -111,6 +111,11 @@ def test_labelled_anomaly_files_are_recorded_and_caught(tmp_path, stripes):
     assert [entry["path"] for entry in detector.provenance_["anomalous_files"]] == paths[-2:]
     assert files_seen_in_training(detector, paths[-2:]) == paths[-2:]
     assert "2 images (2 with masks, 0 by label only)" in detector.summary()
+    save(detector, tmp_path / "model.safetensors")
+    loaded = load(tmp_path / "model.safetensors")
+    assert (loaded.n_labelled_anomalies_, loaded.n_labelled_masks_) == (2, 2)
+    assert loaded.provenance_ == detector.provenance_ and loaded.labelled_anomalies == "learn"
+    np.testing.assert_array_equal(loaded.score_samples(paths), detector.score_samples(paths))
 
 
 # ----------------------------------------------------------------------------- bad inputs
