@@ -73,17 +73,8 @@ def _load_split(args) -> dict:
         raise CommandError(f"dataset path {root} {'is not a folder' if root.exists() else 'does not exist'}")
     if args.layout in ("mvtec", "visa") and not args.category:
         raise CommandError(f"--layout {args.layout} needs --category")
-    try:
-        return load_layout(
-            root,
-            args.layout,
-            category=args.category,
-            split_csv=args.split_csv,
-            split_seed=args.split_seed,
-            labelled_share=getattr(args, "labelled_share", 0.0),
-        )
-    except ValueError as error:
-        raise CommandError(str(error)) from None
+    options = dict(category=args.category, split_csv=args.split_csv, split_seed=args.split_seed)
+    return load_layout(root, args.layout, **options, labelled_share=getattr(args, "labelled_share", 0.0))
 
 
 def _load_model(args):
@@ -159,19 +150,12 @@ def _fit(args) -> None:
     split = _load_split(args)
     if not split["train_paths"]:
         raise CommandError(f"no training images in {args.dataset} (layout {args.layout})")
-    paths, labels, masks = split["train_paths"], split.get("train_labels"), split.get("train_masks")
     if args.anomalous:
-        import numpy as np
+        from .datasets import add_labelled_folder
 
-        from .datasets import labelled_folder
-
-        extra = labelled_folder(args.anomalous, args.anomalous_masks)
-        labels = np.ones(len(paths), int) if labels is None else labels
-        masks = [None] * len(paths) if masks is None else masks
-        paths, masks = [*paths, *extra["paths"]], [*masks, *extra["masks"]]
-        labels = np.concatenate([labels, -np.ones(len(extra["paths"]), int)])
-    n_anomalous = 0 if labels is None else int((labels == -1).sum())
-    labelled = f", {n_anomalous} of them labelled defects" if n_anomalous else ""
+        split = add_labelled_folder(split, args.anomalous, args.anomalous_masks)
+    paths, labels, masks = split["train_paths"], split.get("train_labels"), split.get("train_masks")
+    labelled = "" if labels is None else f", {int((labels == -1).sum())} of them labelled defects"
     _note(args, f"fitting on {len(paths)} images from {args.dataset}{labelled}")
     detector.fit(paths, labels, masks=masks)
     detector.provenance_["split"] = split["settings"]
@@ -191,21 +175,12 @@ def _evaluate(args) -> None:
     if args.report:
         require_matplotlib()  # before any scoring
     detector = _load_model(args)
-    # The test images a fit with a labelled share moved into training are left out again.
-    fitted_with = (getattr(detector, "provenance_", None) or {}).get("split") or {}
-    args.labelled_share = fitted_with.get("labelled_share", 0.0)
-    if args.labelled_share and fitted_with.get("split_seed", args.split_seed) != args.split_seed:
-        raise CommandError(
-            f"the model was fitted with --labelled-share {args.labelled_share} and --split-seed "
-            f"{fitted_with['split_seed']}: evaluate with that --split-seed, so that its labelled "
-            "images stay out"
-        )
+    from .datasets import labelled_share_of  # the images a fit moved into training stay out
+
+    args.labelled_share = labelled_share_of(detector.provenance_.get("split"), args.split_seed)
     split = _load_split(args)
     if split.get("n_labelled"):
-        _note(
-            args,
-            f"leaving out the {split['n_labelled']} test images the model was trained on as labelled defects",
-        )
+        _note(args, f"leaving out the {split['n_labelled']} test images trained on as labelled defects")
     if not split.get("test_paths"):
         raise CommandError(f"no test images in {args.dataset} (layout {args.layout})")
     detector.set_params(verbose=not args.quiet)
@@ -428,12 +403,10 @@ COMMANDS = {
         _option("--set", action="append", metavar="NAME=VALUE", help="set any estimator parameter; VALUE is "
                 "read as a Python/JSON literal when it is one (8, 1e-4, none, 224,224), else as text"),
         _option("--list-params", action=_ListParams, help="print each parameter, default, valid values"),
-        _option("--anomalous", metavar="DIR", help="also train on these defect images (labelled -1); the "
-                "mask of NAME.png is NAME_mask.png beside it (or in --anomalous-masks); else label only"),
-        _option("--anomalous-masks", metavar="DIR", help="masks of --anomalous: NAME_mask.png or NAME.png"),
-        _option("--labelled-share", type=float, default=0.0, metavar="F", help="mvtec, mtd, folder: move a "
-                "seeded share F of each defect type from the test images into training, with their masks "
-                "(evaluate then leaves them out); seed: --split-seed"),
+        _option("--anomalous", metavar="DIR", help="also train on these defect images, masks NAME_mask.png "
+                "beside them (or in --anomalous-masks DIR, NAME.png too)"), _option("--anomalous-masks"),
+        _option("--labelled-share", type=float, default=0.0, metavar="F", help="move a seeded share F of "
+                "each defect type from the test images into training (evaluate leaves them out)"),
     ), _fit),
     "evaluate": ("metrics of a saved detector on a labelled test set", None, (
         *_MODEL, *_DATASET, *_SCORING,

@@ -464,6 +464,41 @@ def labelled_folder(folder: str | os.PathLike, mask_folder: str | os.PathLike | 
     return {"paths": [str(p) for p in paths], "masks": masks}
 
 
+def add_labelled_folder(split: dict, folder, mask_folder=None) -> dict:
+    """``split`` with the defect images of ``folder`` (:func:`labelled_folder`) added to its
+    training images, labelled -1 with their masks (``train_labels``, ``train_masks``)."""
+    extra = labelled_folder(folder, mask_folder)
+    n_train = len(split["train_paths"])
+    labels = split.get("train_labels")
+    labels = np.ones(n_train, int) if labels is None else np.asarray(labels)
+    masks = split.get("train_masks") or [None] * n_train
+    return {
+        **split,
+        "train_paths": [*split["train_paths"], *extra["paths"]],
+        "train_labels": np.concatenate([labels, -np.ones(len(extra["paths"]), int)]),
+        "train_masks": [*masks, *extra["masks"]],
+    }
+
+
+def labelled_share_of(settings: dict | None, split_seed: int) -> float:
+    """The labelled share a model's split settings (``provenance_["split"]``) moved into
+    training, so that an evaluation on the same layout leaves those images out again.
+
+    Raises
+    ------
+    ValueError
+        The model moved a share with another split seed than ``split_seed``.
+    """
+    settings = settings or {}
+    share = float(settings.get("labelled_share", 0.0))
+    if share and settings.get("split_seed", split_seed) != split_seed:
+        raise ValueError(
+            f"the model was fitted with --labelled-share {share} and --split-seed {settings['split_seed']}: "
+            "evaluate with that --split-seed, so that its labelled images stay out"
+        )
+    return share
+
+
 def move_labelled_share(split: dict, share: float, seed: int, never: Sequence[str] = ()) -> dict:
     """A seeded ``share`` of each defect type of the test images moved into training.
 
