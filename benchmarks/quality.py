@@ -79,30 +79,42 @@ def reference_row(split: dict, detector: SimpleNetDetector, masks, seed: int) ->
     }
 
 
-def run(dataset: str, seed: int, params: dict, reference: bool) -> dict:
-    """One fit and evaluation: AUROCs, FPR and recall at the threshold, fit seconds."""
-    split = dataset_split(dataset, seed)
-    labels = split["test_labels"]
+def fit_and_score(params: dict, seed: int, fit_args: tuple, test: dict):
+    """Fit ``SimpleNetDetector(**params)`` on ``fit_args`` (``X, y, masks``) and measure it on
+    the ``test_*`` images of ``test``: AUROCs, FPR and recall at the threshold, fit seconds.
+
+    Returns the row, the detector and the test masks on the maps' grid (None without masks).
+    """
+    X, y, masks = fit_args
+    labels = np.asarray(test["test_labels"])
     detector = SimpleNetDetector(**{**params, "random_state": seed})
     start = time.perf_counter()
-    detector.fit(split["train_paths"])
+    detector.fit(X, y, masks=masks)
     fit_seconds = time.perf_counter() - start
-    maps, scores = detector.anomaly_map(split["test_paths"], return_scores=True)
-    masks = masks_at_map_resolution(
-        split["test_masks"], labels, detector.resize, detector.crop_size, [m.shape for m in maps]
+    maps, scores = detector.anomaly_map(test["test_paths"], return_scores=True)
+    grid = masks_at_map_resolution(
+        test["test_masks"], labels, detector.resize, detector.crop_size, [m.shape for m in maps]
     )
     flagged = scores > detector.threshold_  # what predict answers -1 for
     normal = labels == 1
     row = {
-        "dataset": Path(dataset).name,
-        "seed": seed,
         "image_auroc": image_auroc(labels, scores),
-        "pixel_auroc": pixel_auroc(masks, maps) if masks is not None else None,
+        "pixel_auroc": pixel_auroc(grid, maps) if grid is not None else None,
         "fpr": float(flagged[normal].mean()),
         "recall": float(flagged[~normal].mean()),
         "fit_seconds": fit_seconds,
         "epochs": len(detector.loss_history_),
+        "scores": scores,
     }
+    return row, detector, grid
+
+
+def run(dataset: str, seed: int, params: dict, reference: bool) -> dict:
+    """One fit on the normal training images and its evaluation (:func:`fit_and_score`)."""
+    split = dataset_split(dataset, seed)
+    measured, detector, masks = fit_and_score(params, seed, (split["train_paths"], None, None), split)
+    measured.pop("scores")
+    row = {"dataset": Path(dataset).name, "seed": seed, **measured}
     if reference:
         row.update(reference_row(split, detector, masks, seed))
     return row
@@ -113,39 +125,20 @@ def run_labelled(
 ) -> list[dict]:
     """The labelled regime: a seeded share of each defect type moved from the test images into
     training (:func:`sksimplenet.datasets.move_labelled_share`), one row per share, every share
-    on one fixed test set (the images never labelled at the largest share)."""
+    on one fixed test set (the images never labelled at the largest share). The reference's
+    memory bank holds the normal training images only."""
     split = dataset_split(dataset, seed)
     never = () if unseen_type is None else (unseen_type,)
     test = move_labelled_share(split, max(shares), seed, never)
     labels = np.asarray(test["test_labels"])
-    parts = {}
+    rows = []
     for share in shares:
         moved = move_labelled_share(split, share, seed, never)
-        masks = moved["train_masks"] if use_masks else None
-        parts[share] = (moved["train_paths"], moved["train_labels"], masks)
-    rows = []
-    for share, (X, y, masks) in parts.items():
-        detector = SimpleNetDetector(**{**params, "random_state": seed})
-        start = time.perf_counter()
-        detector.fit(X, y, masks=masks)
-        fit_seconds = time.perf_counter() - start
-        maps, scores = detector.anomaly_map(test["test_paths"], return_scores=True)
-        grid = masks_at_map_resolution(
-            test["test_masks"], labels, detector.resize, detector.crop_size, [m.shape for m in maps]
-        )
-        flagged, normal = scores > detector.threshold_, labels == 1
-        row = {
-            "dataset": Path(dataset).name,
-            "seed": seed,
-            "share": share,
-            "masks": use_masks,
-            "n_labelled": int((y == -1).sum()),
-            "image_auroc": image_auroc(labels, scores),
-            "pixel_auroc": pixel_auroc(grid, maps) if grid is not None else None,
-            "fpr": float(flagged[normal].mean()),
-            "recall": float(flagged[~normal].mean()),
-            "fit_seconds": fit_seconds,
-        }
+        fit_args = (moved["train_paths"], moved["train_labels"], moved["train_masks"] if use_masks else None)
+        measured, detector, grid = fit_and_score(params, seed, fit_args, test)
+        scores = measured.pop("scores")
+        row = {"dataset": Path(dataset).name, "seed": seed, "share": share, "masks": use_masks}
+        row.update(n_labelled=moved["n_labelled"], **measured)
         if unseen_type is not None:
             unseen = np.array(
                 [t == unseen_type or label == 1 for t, label in zip(test["test_categories"], labels)]
@@ -154,7 +147,7 @@ def run_labelled(
             row["unseen_image_auroc"] = image_auroc(labels[unseen], scores[unseen])
         rows.append(row)
     if reference:
-        ref = reference_row({"train_paths": split["train_paths"], **test}, detector, grid, seed)
+        ref = reference_row({**test, "train_paths": split["train_paths"]}, detector, grid, seed)
         for row in rows:
             row.update(ref)
     return rows

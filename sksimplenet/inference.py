@@ -1,4 +1,4 @@
-"""Images through a model in batches: the loader, feature extraction into the cache, scoring.
+"""Images through a model in batches: the loader, and scoring from images or cached features.
 
 Plain functions over a :class:`~sksimplenet.model.SimpleNetModel`; the estimator passes its
 settings as values (these functions have no defaults of their own for them).

@@ -137,8 +137,15 @@ def test_gpu_says_it_needs_a_gpu(benchmark, monkeypatch):
         benchmark("gpu").main([])
 
 
-def test_quality_labelled_regime_tests_every_share_on_one_test_set(benchmark, tiny_mvtec, tmp_path, capsys):
+def test_quality_labelled_regime_tests_every_share_on_one_test_set(
+    benchmark, tiny_mvtec, tmp_path, capsys, monkeypatch
+):
     quality = benchmark("quality")
+    embedded = []
+    features = quality.layer_features
+    monkeypatch.setattr(
+        quality, "layer_features", lambda paths, **kw: embedded.append(list(paths)) or features(paths, **kw)
+    )
     out = tmp_path / "rows.json"
     quality.main(
         ["--datasets", str(tiny_mvtec), "--seeds", "0", "--set", "epochs=1", "--set", "resize=(64, 64)"]
@@ -149,4 +156,7 @@ def test_quality_labelled_regime_tests_every_share_on_one_test_set(benchmark, ti
     for row in rows:
         assert 0 <= row["image_auroc"] <= 1 and 0 <= row["pixel_auroc"] <= 1 and 0 <= row["fpr"] <= 1
     assert rows[0]["reference_image_auroc"] == rows[1]["reference_image_auroc"]  # one test set
+    bank, test = embedded  # the reference's bank: normal training images; its test: never labelled
+    assert all("/train/good/" in path for path in bank) and len(bank) == 12
+    assert len(test) == 6 and not set(test) & set(bank)
     assert "| widgets | 0.5 | True | 1 |" in capsys.readouterr().out
