@@ -269,7 +269,7 @@ FITTED_ATTRIBUTES = {
     "n_train_images_": FittedAttribute(Number(Integral, 1, None, closed="left"), REQUIRED),
     "n_held_out_images_": FittedAttribute(Number(Integral, 0, None, closed="left"), lambda a: 0),
     "held_out_indices_": FittedAttribute(_INDICES, lambda a: []),
-    # Models fitted before labelled anomalies were learned from learned from none.
+    # Models fitted before fit learned from labelled anomalies learned from none.
     "n_labelled_anomalies_": FittedAttribute(Number(Integral, 0, None, closed="left"), lambda a: 0),
     "n_labelled_masks_": FittedAttribute(Number(Integral, 0, None, closed="left"), lambda a: 0),
     "threshold_": FittedAttribute(FINITE, REQUIRED),
