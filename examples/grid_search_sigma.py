@@ -2,7 +2,9 @@
 
 SimpleNetDetector is a scikit-learn outlier detector, so the usual model-selection tools
 apply to labelled data (+1 normal, -1 anomalous): ``fit(X, y)`` trains on the normal
-images of each training fold only, and ``scoring="roc_auc"`` scores each validation fold
+images of each training fold and learns from its defects (``labelled_anomalies="learn"``;
+``fit(X, y, masks=masks)`` slices masks with the folds too), and ``scoring="roc_auc"`` scores each
+validation fold
 with ``decision_function`` (higher = more normal, so +1 is the positive class).
 ``StratifiedKFold`` keeps the share of anomalous images the same in every fold.
 
