@@ -59,19 +59,22 @@ def library_backbone(backbone: str, weights=None):
 
 @torch.inference_mode()
 def layer_features(
-    paths,
+    images,
     backbone="efficientnet_lite0",
     layers=None,
     weights="DEFAULT",
     resize=(224, 224),
     crop_size=None,
     batch=32,
+    extractor=None,
 ) -> torch.Tensor:
-    """Patch features ``(n, h, w, c)`` float16 of image files, embedded as the official code
-    embeds them: each level's 3 x 3 neighbourhood mean counting the zero padding (unfolding
-    with padding), levels resized to the largest map and concatenated."""
-    extractor = build_feature_extractor(backbone, layers, weights)
-    loader = torch.utils.data.DataLoader(ImageDataset(list(paths), resize, crop_size), batch_size=batch)
+    """Patch features ``(n, h, w, c)`` float16 of images (files or arrays), embedded as the
+    official code embeds them: each level's 3 x 3 neighbourhood mean counting the zero padding
+    (unfolding with padding), levels resized to the largest map and concatenated. ``extractor``,
+    when given, is used instead of building one from ``backbone``, ``layers`` and ``weights``."""
+    if extractor is None:
+        extractor = build_feature_extractor(backbone, layers, weights)
+    loader = torch.utils.data.DataLoader(ImageDataset(list(images), resize, crop_size), batch_size=batch)
     chunks = [
         embed_patches(extractor(x), patch_size=3, count_padding=True, feature_dim=None)
         .permute(0, 2, 3, 1)
@@ -81,11 +84,19 @@ def layer_features(
     return torch.cat(chunks)
 
 
+def random_bank(train: torch.Tensor, fraction=0.1, seed=0) -> torch.Tensor:
+    """A seeded random ``fraction`` of the patch features ``(n, h, w, c)``, as ``(m, c)`` float32."""
+    bank = train.reshape(-1, train.shape[-1]).float()
+    generator = torch.Generator().manual_seed(seed)
+    return bank[torch.randperm(len(bank), generator=generator)[: int(fraction * len(bank))]]
+
+
 @torch.inference_mode()
-def knn_baseline(
-    train: torch.Tensor, test: torch.Tensor, size=(224, 224), bank_fraction=0.1, seed=0, smoothing_sigma=4.0
+def nearest_patch_scores(
+    bank: torch.Tensor, test: torch.Tensor, size=(224, 224), smoothing_sigma=4.0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """PatchCore-style reference: distance to the nearest patch of a random memory bank.
+    """PatchCore-style scoring: distance of each test patch ``(n, h, w, c)`` to its nearest
+    patch in ``bank`` ``(m, c)``.
 
     Maps: the patch distances upsampled and smoothed like SimpleNet's. Image score: the
     largest raw patch distance, PatchCore's own rule (its authors score an image by its
@@ -93,9 +104,7 @@ def knn_baseline(
 
     Returns image scores (n,) and maps (n, H, W), higher = more anomalous.
     """
-    bank = train.reshape(-1, train.shape[-1]).float()
-    generator = torch.Generator().manual_seed(seed)
-    bank = bank[torch.randperm(len(bank), generator=generator)[: int(bank_fraction * len(bank))]]
+    bank = bank.float()
     maps, scores = [], []
     for start in range(0, len(test), 8):
         batch = test[start : start + 8].float()
@@ -104,6 +113,14 @@ def knn_baseline(
         scores.append(distances.flatten(1).amax(1))
         maps.append(score_maps(distances, size, smoothing_sigma))
     return torch.cat(scores).numpy(), torch.cat(maps).numpy()
+
+
+def knn_baseline(
+    train: torch.Tensor, test: torch.Tensor, size=(224, 224), bank_fraction=0.1, seed=0, smoothing_sigma=4.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """The reference of docs/quality.md: :func:`nearest_patch_scores` against a seeded random
+    ``bank_fraction`` of the training patches ``(n, h, w, c)``."""
+    return nearest_patch_scores(random_bank(train, bank_fraction, seed), test, size, smoothing_sigma)
 
 
 def parse_settings(items: list[str]) -> dict:

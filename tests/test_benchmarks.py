@@ -7,12 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from sksimplenet.datasets import make_synthetic
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
-SCRIPTS = ("quality", "speed", "precision", "resources", "gpu")
+SCRIPTS = ("quality", "speed", "precision", "resources", "gpu", "scaling")
 HELPERS = ("common", "timing")
 
 
@@ -160,3 +161,74 @@ def test_quality_labelled_regime_tests_every_share_on_one_test_set(
     assert all("/train/good/" in path for path in bank) and len(bank) == 12
     assert len(test) == 6 and not set(test) & set(bank)
     assert "| widgets | 0.5 | True | 1 |" in capsys.readouterr().out
+
+
+def test_leave_one_type_out_compares_with_one_unsupervised_fit_on_the_same_images(
+    benchmark, tiny_mvtec, tmp_path, capsys
+):
+    out = tmp_path / "rows.json"
+    benchmark("quality").main(
+        ["--datasets", str(tiny_mvtec), "--seeds", "0", "--set", "epochs=1", "--set", "resize=(64, 64)"]
+        + ["--labelled-shares", "0.5", "--unseen-types", "bad", "--json", str(out)]
+    )
+    (row,) = json.loads(out.read_text())["rows"]
+    # The only type is never labelled: that fit learns from normal images only, so it must
+    # score exactly as the unsupervised fit does on the same images.
+    assert row["unseen_type"] == "bad" and row["n_labelled"] == 0
+    assert row["unseen_image_auroc"] == row["unsupervised_unseen_image_auroc"] == row["image_auroc"]
+    assert row["unsupervised_image_auroc"] == row["image_auroc"]
+    assert "| bad | 0.5 | 1 |" in capsys.readouterr().out
+
+
+@pytest.fixture
+def tiny_mtd(tmp_path):
+    """Six normal tiles and four defect images in MTD's folder layout."""
+    images, _, _ = make_synthetic(10, 0, texture="noise", size=48, random_state=5)
+    for folder in ("MT_Free/Imgs", "MT_Crack/Imgs"):
+        (tmp_path / folder).mkdir(parents=True)
+    for index, image in enumerate(images):
+        folder = "MT_Free/Imgs" if index < 6 else "MT_Crack/Imgs"
+        Image.fromarray(image).save(tmp_path / folder / f"{index}.jpg")
+    return tmp_path
+
+
+def test_scaling_reaches_larger_sets_with_the_flips_and_rotations_of_each_tile(benchmark, tiny_mtd):
+    scaling = benchmark("scaling")
+    images = scaling.tiles(tiny_mtd, 48)
+    assert images.shape == (48, 224, 224, 3)
+    np.testing.assert_array_equal(images[6], np.rot90(images[0]))
+    np.testing.assert_array_equal(images[24], images[0][:, ::-1])
+    assert len({image.tobytes() for image in images}) == 48
+    with pytest.raises(SystemExit, match="at most 48"):
+        scaling.tiles(tiny_mtd, 49)
+
+
+def test_greedy_coreset_takes_the_outliers_first_and_completes_a_stopped_loop(benchmark):
+    scaling = benchmark("scaling")
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(1000, 16, generator=generator) * 0.01
+    features[:5] += 10 * torch.eye(16)[:5]  # five far-away patches
+    indices, seconds, complete = scaling.greedy_coreset(features, 0.005)
+    assert complete and sorted(indices.tolist()) == [0, 1, 2, 3, 4]
+    indices, seconds, complete = scaling.greedy_coreset(features, 0.1, budget=0.0)
+    assert not complete and len(set(indices.tolist())) == 100
+
+
+def test_scaling_measures_every_method_in_a_fresh_process(benchmark, tiny_mtd, tmp_path, capsys):
+    out = tmp_path / "rows.json"
+    benchmark("scaling").main(
+        ["--root", str(tiny_mtd), "--sizes", "4", "12", "--test-images", "2", "--rounds", "1"]
+        + ["--set", "epochs=1", "--json", str(out)]
+    )
+    rows = json.loads(out.read_text())
+    assert [(row["method"], row["training_images"]) for row in rows] == [
+        (method, n) for method in ("simplenet", "random bank 10 %", "coreset 1 %") for n in (4, 12)
+    ]
+    simplenet, banks = rows[:2], rows[2:]
+    assert simplenet[0]["saved_mib"] == pytest.approx(simplenet[1]["saved_mib"], rel=0.01)
+    patches = {
+        row["training_images"]: row["bank_patches"] for row in banks if row["method"] == "random bank 10 %"
+    }
+    assert patches[12] == pytest.approx(3 * patches[4], abs=1)  # a tenth of the patches: grows with the set
+    assert all(row["ms_per_image"] > 0 and row["peak_mib"] > row["before_model_mib"] > 0 for row in rows)
+    assert "scoring time at 12 images / at 4" in capsys.readouterr().out
