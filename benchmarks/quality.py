@@ -120,36 +120,52 @@ def run(dataset: str, seed: int, params: dict, reference: bool) -> dict:
     return row
 
 
-def run_labelled(
-    dataset: str, seed: int, shares, params: dict, use_masks=True, unseen_type=None, reference=True
-) -> list[dict]:
+def run_labelled(dataset: str, seed: int, shares, params: dict, use_masks=True, reference=True) -> list[dict]:
     """The labelled regime: a seeded share of each defect type moved from the test images into
     training (:func:`sksimplenet.datasets.move_labelled_share`), one row per share, every share
     on one fixed test set (the images never labelled at the largest share). The reference's
     memory bank holds the normal training images only."""
     split = dataset_split(dataset, seed)
-    never = () if unseen_type is None else (unseen_type,)
-    test = move_labelled_share(split, max(shares), seed, never)
-    labels = np.asarray(test["test_labels"])
+    test = move_labelled_share(split, max(shares), seed)
     rows = []
     for share in shares:
-        moved = move_labelled_share(split, share, seed, never)
+        moved = move_labelled_share(split, share, seed)
         fit_args = (moved["train_paths"], moved["train_labels"], moved["train_masks"] if use_masks else None)
         measured, detector, grid = fit_and_score(params, seed, fit_args, test)
-        scores = measured.pop("scores")
+        measured.pop("scores")
         row = {"dataset": Path(dataset).name, "seed": seed, "share": share, "masks": use_masks}
-        row.update(n_labelled=moved["n_labelled"], **measured)
-        if unseen_type is not None:
-            unseen = np.array(
-                [t == unseen_type or label == 1 for t, label in zip(test["test_categories"], labels)]
-            )
-            row["unseen_type"] = unseen_type
-            row["unseen_image_auroc"] = image_auroc(labels[unseen], scores[unseen])
-        rows.append(row)
+        rows.append({**row, "n_labelled": moved["n_labelled"], **measured})
     if reference:
         ref = reference_row({**test, "train_paths": split["train_paths"]}, detector, grid, seed)
         for row in rows:
             row.update(ref)
+    return rows
+
+
+def run_leave_one_type_out(dataset: str, seed: int, unseen_types, shares, params: dict) -> list[dict]:
+    """For each type of ``unseen_types`` and each share above 0: a fit on that share of every
+    *other* defect type (with masks), one row each. ``unseen_image_auroc`` is the image AUROC on
+    the normal test images and the never-labelled type's images; ``unsupervised_*`` are those of
+    one unsupervised fit (the normal training images only) on the same test images as the row."""
+    split = dataset_split(dataset, seed)
+    unsupervised, _, _ = fit_and_score(params, seed, (split["train_paths"], None, None), split)
+    score_of = dict(zip(split["test_paths"], unsupervised["scores"]))
+    rows = []
+    for unseen_type in unseen_types:
+        for share in [share for share in shares if share > 0]:
+            moved = move_labelled_share(split, share, seed, never=(unseen_type,))
+            fit_args = (moved["train_paths"], moved["train_labels"], moved["train_masks"])
+            measured, _, _ = fit_and_score(params, seed, fit_args, moved)
+            scores = measured.pop("scores")
+            labels = np.asarray(moved["test_labels"])
+            baseline = np.array([score_of[path] for path in moved["test_paths"]])
+            unseen = np.array([t == unseen_type for t in moved["test_categories"]]) | (labels == 1)
+            row = {"dataset": Path(dataset).name, "seed": seed, "share": share, "masks": True}
+            row.update(unseen_type=unseen_type, n_labelled=moved["n_labelled"], **measured)
+            row["unseen_image_auroc"] = image_auroc(labels[unseen], scores[unseen])
+            row["unsupervised_unseen_image_auroc"] = image_auroc(labels[unseen], baseline[unseen])
+            row["unsupervised_image_auroc"] = image_auroc(labels, baseline)
+            rows.append(row)
     return rows
 
 
@@ -206,19 +222,33 @@ def summary(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-LABELLED_KEYS = (*SUMMARY_KEYS, "unseen_image_auroc")
+def leave_one_type_out_summary(rows: list[dict]) -> str:
+    """A markdown table per never-labelled type: mean ± std over seeds, labelled against the
+    unsupervised fit on the same images."""
+    lines = [
+        "| never-labelled type | labelled share | seeds | its image AUROC, labelled | unsupervised | "
+        "all test images, labelled | unsupervised | pixel AUROC, labelled |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    names = ("unseen_image_auroc", "unsupervised_unseen_image_auroc", "image_auroc")
+    names += ("unsupervised_image_auroc", "pixel_auroc")
+    for key in dict.fromkeys((row["unseen_type"], row["share"]) for row in rows):
+        group = [row for row in rows if (row["unseen_type"], row["share"]) == key]
+        cells = " | ".join(_cell(group, name) for name in names)
+        lines.append(f"| {key[0]} | {key[1]} | {len(group)} | {cells} |")
+    return "\n".join(lines)
 
 
 def labelled_summary(rows: list[dict]) -> str:
     """A markdown table of the labelled regime: mean ± std over seeds per data set and share."""
     lines = [
         "| data set | labelled share | masks | seeds | image AUROC | reference | pixel AUROC | reference | "
-        "FPR at threshold | recall at threshold | never-labelled type's image AUROC | fit seconds |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "FPR at threshold | recall at threshold | fit seconds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key in dict.fromkeys((row["dataset"], row["share"], row["masks"]) for row in rows):
         group = [row for row in rows if (row["dataset"], row["share"], row["masks"]) == key]
-        cells = " | ".join(_cell(group, name) for name in LABELLED_KEYS)
+        cells = " | ".join(_cell(group, name) for name in SUMMARY_KEYS)
         seconds = np.mean([row["fit_seconds"] for row in group])
         lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {len(group)} | {cells} | {seconds:.0f} |")
     return "\n".join(lines)
@@ -249,7 +279,12 @@ def main(argv=None) -> None:
         help="the labelled regime instead: these shares of each defect type in training",
     )
     parser.add_argument("--no-masks", action="store_true", help="labelled regime: image labels only")
-    parser.add_argument("--unseen-type", help="labelled regime: never label this type (e.g. MT_Crack)")
+    parser.add_argument(
+        "--unseen-types",
+        nargs="+",
+        metavar="TYPE",
+        help="labelled regime, leave one type out: never label each of these types in turn (e.g. MT_Crack)",
+    )
     args = parser.parse_args(argv)
     if args.crop_coverage:
         print(crop_coverage(*args.crop_coverage))
@@ -267,13 +302,18 @@ def main(argv=None) -> None:
         rows = []
         for dataset in args.datasets:
             for seed in args.seeds:
-                options = (not args.no_masks, args.unseen_type, not args.no_reference)
-                rows += run_labelled(dataset, seed, args.labelled_shares, common, *options)
-                for row in rows[-len(args.labelled_shares) :]:
+                if args.unseen_types:
+                    types = args.unseen_types
+                    new = run_leave_one_type_out(dataset, seed, types, args.labelled_shares, common)
+                else:
+                    options = (not args.no_masks, not args.no_reference)
+                    new = run_labelled(dataset, seed, args.labelled_shares, common, *options)
+                rows += new
+                for row in new:
                     shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
                     print(json.dumps(shown), flush=True)
         print()
-        print(labelled_summary(rows))
+        print(leave_one_type_out_summary(rows) if args.unseen_types else labelled_summary(rows))
         if args.json:
             args.json.write_text(json.dumps({"parameters": repr(common), "rows": rows}, indent=2))
         return
