@@ -25,6 +25,8 @@ Usage::
     python benchmarks/quality.py --datasets /data/mvtec/bottle --seeds 0 --set sigma=0.5
     python benchmarks/quality.py --list-variants
     python benchmarks/quality.py --crop-coverage 256 224      # MTD defect pixels a centre crop keeps
+    python benchmarks/quality.py --datasets mtd --labelled-shares 0 0.05 0.1 0.2 --json rows.json
+    python benchmarks/quality.py --from-json rows.json --figure curve.png  # the learning curve again
 
 ``--crop-coverage RESIZE CROP`` answers why the default input is the whole image: for every
 defect mask of the MTD test split (seed 0) the crop's box is mapped back onto the image with
@@ -239,6 +241,42 @@ def leave_one_type_out_summary(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def learning_curve(rows: list[dict], path: Path) -> None:
+    """Image and pixel AUROC against the labelled share (mean ± std over seeds, rows with
+    masks), the reference as a line, written to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [row for row in rows if row["masks"] and "unseen_type" not in row]
+    shares = sorted({row["share"] for row in rows})
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
+    for axis, key, title in zip(axes, ("image_auroc", "pixel_auroc"), ("image AUROC", "pixel AUROC")):
+        by_share = [[row[key] for row in rows if row["share"] == share] for share in shares]
+        percent = [100 * share for share in shares]
+        axis.errorbar(
+            percent,
+            [np.mean(v) for v in by_share],
+            [np.std(v) for v in by_share],
+            marker="o",
+            capsize=3,
+            label="SimpleNet, labelled defects with masks",
+        )
+        reference = [row[f"reference_{key}"] for row in rows if row.get(f"reference_{key}") is not None]
+        if reference:
+            axis.axhline(
+                np.mean(reference), color="grey", linestyle="--", label="nearest-neighbour reference"
+            )
+        axis.set(xlabel="labelled share of each defect type (%)", title=title)
+        axis.grid(True, alpha=0.3)
+    axes[0].set_ylabel("AUROC on the never-labelled test images")
+    axes[0].legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def labelled_summary(rows: list[dict]) -> str:
     """A markdown table of the labelled regime: mean ± std over seeds per data set and share."""
     lines = [
@@ -285,7 +323,22 @@ def main(argv=None) -> None:
         metavar="TYPE",
         help="labelled regime, leave one type out: never label each of these types in turn (e.g. MT_Crack)",
     )
+    parser.add_argument("--figure", type=Path, help="labelled regime: write the learning curve here")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        nargs="+",
+        metavar="FILE",
+        help="summarise these files' rows; measure nothing",
+    )
     args = parser.parse_args(argv)
+    if args.from_json:
+        rows = [row for path in args.from_json for row in json.loads(path.read_text())["rows"]]
+        tables = {"unseen_type": leave_one_type_out_summary, "share": labelled_summary}
+        print(next((table for key, table in tables.items() if key in rows[0]), summary)(rows))
+        if args.figure:
+            learning_curve(rows, args.figure)
+        return
     if args.crop_coverage:
         print(crop_coverage(*args.crop_coverage))
         return
@@ -314,6 +367,8 @@ def main(argv=None) -> None:
                     print(json.dumps(shown), flush=True)
         print()
         print(leave_one_type_out_summary(rows) if args.unseen_types else labelled_summary(rows))
+        if args.figure:
+            learning_curve(rows, args.figure)
         if args.json:
             args.json.write_text(json.dumps({"parameters": repr(common), "rows": rows}, indent=2))
         return

@@ -161,6 +161,9 @@ def test_quality_labelled_regime_tests_every_share_on_one_test_set(
     assert all("/train/good/" in path for path in bank) and len(bank) == 12
     assert len(test) == 6 and not set(test) & set(bank)
     assert "| widgets | 0.5 | True | 1 |" in capsys.readouterr().out
+    quality.main(["--from-json", str(out), "--figure", str(tmp_path / "curve.png")])
+    assert "| widgets | 0.5 | True | 1 |" in capsys.readouterr().out  # the same table from the file
+    assert Image.open(tmp_path / "curve.png").size == (1080, 408)
 
 
 def test_leave_one_type_out_compares_with_one_unsupervised_fit_on_the_same_images(
