@@ -42,6 +42,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from common import dataset_split, knn_baseline, layer_features, mtd_split, parse_settings
 from PIL import Image
 
@@ -49,6 +50,10 @@ from sksimplenet import SimpleNetDetector
 from sksimplenet.datasets import move_labelled_share
 from sksimplenet.image_io import crop_box
 from sksimplenet.metrics import image_auroc, masks_at_map_resolution, pixel_auroc
+from sksimplenet.scoring import image_scores
+
+#: Image-score rules measured on every fit's maps: the maximum, and means of top shares.
+IMAGE_SCORE_RULES = ("max", 0.001, 0.01, 0.05)
 
 #: Named variants: changes to the defaults (docs/quality.md reports each).
 VARIANTS = {
@@ -83,7 +88,8 @@ def reference_row(split: dict, detector: SimpleNetDetector, masks, seed: int) ->
 
 def fit_and_score(params: dict, seed: int, fit_args: tuple, test: dict):
     """Fit ``SimpleNetDetector(**params)`` on ``fit_args`` (``X, y, masks``) and measure it on
-    the ``test_*`` images of ``test``: AUROCs, FPR and recall at the threshold, fit seconds.
+    the ``test_*`` images of ``test``: AUROCs, FPR and recall at the threshold, fit seconds,
+    and the image AUROC of each of :data:`IMAGE_SCORE_RULES` on the same maps.
 
     Returns the row, the detector and the test masks on the maps' grid (None without masks).
     """
@@ -107,6 +113,12 @@ def fit_and_score(params: dict, seed: int, fit_args: tuple, test: dict):
         "fit_seconds": fit_seconds,
         "epochs": len(detector.loss_history_),
         "scores": scores,
+        "image_auroc_by_rule": {
+            str(rule): image_auroc(
+                labels, [float(image_scores(torch.as_tensor(m)[None], rule)) for m in maps]
+            )
+            for rule in IMAGE_SCORE_RULES
+        },
     }
     return row, detector, grid
 

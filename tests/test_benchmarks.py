@@ -157,6 +157,8 @@ def test_quality_labelled_regime_tests_every_share_on_one_test_set(
     for row in rows:
         assert 0 <= row["image_auroc"] <= 1 and 0 <= row["pixel_auroc"] <= 1 and 0 <= row["fpr"] <= 1
     assert rows[0]["reference_image_auroc"] == rows[1]["reference_image_auroc"]  # one test set
+    for row in rows:  # the detector's own rule (top 1 %) is one of the rules measured on its maps
+        assert row["image_auroc_by_rule"]["0.01"] == pytest.approx(row["image_auroc"], abs=1e-9)
     bank, test = embedded  # the reference's bank: normal training images; its test: never labelled
     assert all("/train/good/" in path for path in bank) and len(bank) == 12
     assert len(test) == 6 and not set(test) & set(bank)
