@@ -46,7 +46,7 @@ import torch
 from common import dataset_split, knn_baseline, layer_features, mtd_split, parse_settings
 from PIL import Image
 
-from sksimplenet import SimpleNetDetector
+from sksimplenet import SimpleNetDetector, training_set
 from sksimplenet.datasets import move_labelled_share
 from sksimplenet.image_io import crop_box
 from sksimplenet.metrics import image_auroc, masks_at_map_resolution, pixel_auroc
@@ -335,6 +335,12 @@ def main(argv=None) -> None:
         metavar="TYPE",
         help="labelled regime, leave one type out: never label each of these types in turn (e.g. MT_Crack)",
     )
+    parser.add_argument(
+        "--outside-mask-margin",
+        type=int,
+        metavar="CELLS",
+        help="labelled regime: positions this far from the masks train as normal (an experiment)",
+    )
     parser.add_argument("--figure", type=Path, help="labelled regime: write the learning curve here")
     parser.add_argument(
         "--from-json",
@@ -362,6 +368,9 @@ def main(argv=None) -> None:
     if unknown:
         parser.error(f"unknown variants {unknown}; --list-variants lists them")
     common = {"backbone": args.backbone, "device": "cpu", **parse_settings(args.set)}
+    if args.outside_mask_margin is not None:
+        training_set.OUTSIDE_MASK_MARGIN = args.outside_mask_margin
+        print(f"positions {args.outside_mask_margin} cells from every mask train as normal", flush=True)
     print("parameters of every variant (others at their defaults):", common, flush=True)
     if args.labelled_shares:
         rows = []

@@ -843,6 +843,7 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
             weak_anomalies=data.weak_anomalies(
                 self.batch_size, self._top_positions(math.prod(features.shape[1:3]))
             ),
+            extra_normal_features=data.outside,
             validation_features=data.held_out,
             device=device,
             progress=self.verbose,

@@ -111,8 +111,10 @@ class _Steps:
         generator: torch.Generator,
         labelled: torch.Tensor | None = None,
         weak: WeakAnomalies | None = None,
+        extra_normal: torch.Tensor | None = None,
     ):
         self.features = features
+        self.extra_normal = extra_normal if extra_normal is not None and len(extra_normal) else None
         self.synthetic = synthetic if synthetic is not None and len(synthetic) else None
         self.labelled = labelled if labelled is not None and len(labelled) else None
         self.weak = weak if weak is not None and len(weak.features) else None
@@ -131,6 +133,10 @@ class _Steps:
             keep = max(1, int(round(self.settings.patch_fraction * len(batch))))
             chosen = torch.randperm(len(batch), generator=self.generator)[:keep]
             batch = batch[chosen.to(batch.device)]
+        if self.extra_normal is not None:
+            # As many as if the extra positions were spread evenly over the normal images'.
+            share = len(self.extra_normal) / math.prod(self.features.shape[:3])
+            batch = torch.cat([batch, self._draw(self.extra_normal, max(1, round(share * len(batch))))])
         if self.settings.synthetic_share <= 0:
             return batch, None
         count = max(1, int(round(self.settings.synthetic_share * len(batch))))
@@ -191,6 +197,7 @@ def train_discriminator(
     synthetic_features: torch.Tensor | None = None,
     labelled_features: torch.Tensor | None = None,
     weak_anomalies: WeakAnomalies | None = None,
+    extra_normal_features: torch.Tensor | None = None,
     validation_features: torch.Tensor | None = None,
     device: torch.device | str,
     callback: Callable[[int, float], None] | None = None,
@@ -225,6 +232,10 @@ def train_discriminator(
         Images labelled anomalous without a mask: each step draws as many features from their
         least normal positions as synthetic features (half of them when
         ``labelled_features`` are given too, which take the other half).
+    extra_normal_features : Tensor, shape (n_extra, feature_dim), optional
+        More normal features (positions of anomalous images far from their defects): each
+        step draws as many of them as if they were spread evenly over the images of
+        ``features``.
     validation_features : Tensor, shape (n_held_out, h, w, feature_dim), optional
         Normal images kept out of the steps: after each epoch :func:`validation_loss` of
         the weights that would be returned is recorded.
@@ -248,7 +259,15 @@ def train_discriminator(
     n_images = features.shape[0]
     order_generator = torch.Generator().manual_seed(settings.seed)
     noise_generator = torch.Generator(device=device).manual_seed(settings.seed + 1)
-    steps = _Steps(features, synthetic_features, settings, order_generator, labelled_features, weak_anomalies)
+    steps = _Steps(
+        features,
+        synthetic_features,
+        settings,
+        order_generator,
+        labelled_features,
+        weak_anomalies,
+        extra_normal_features,
+    )
     selector = _selector(scaler, adaptor, discriminator, device)
     optimizer = torch.optim.Adam(
         [

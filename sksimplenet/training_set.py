@@ -45,6 +45,10 @@ MASK_COVERAGE = 0.25
 #: Images labelled anomalous without a mask drawn in each training step, as a share of
 #: ``batch_size`` (at least one).
 WEAK_IMAGES_PER_STEP = 0.25
+#: Positions of a masked anomalous image at least this many feature cells (in both directions)
+#: from every cell the mask touches train as *normal*, beside the normal images' positions;
+#: None: they are not used. Measured on MTD and left off (docs/quality.md#labelled-defects).
+OUTSIDE_MASK_MARGIN: int | None = None
 
 
 def _describe(images: Sequence, index: int) -> str:
@@ -206,6 +210,9 @@ class TrainingSet:
         Features inside the masks of the images labelled anomalous.
     weak : Tensor, shape (n_weak, h, w, feature_dim), or None
         The rows of the images labelled anomalous without a mask.
+    outside : Tensor, shape (n, feature_dim), or None
+        Features of masked anomalous images far from their masks, trained as normal
+        (:data:`OUTSIDE_MASK_MARGIN`).
     """
 
     features: torch.Tensor
@@ -214,6 +221,7 @@ class TrainingSet:
     synthetic: torch.Tensor | None
     labelled: torch.Tensor | None
     weak: torch.Tensor | None
+    outside: torch.Tensor | None = None
 
     @property
     def n_trained(self) -> int:
@@ -259,6 +267,26 @@ def positions_inside(coverage: torch.Tensor, grid: tuple[int, int]) -> torch.Ten
     if not inside.any():
         inside = share == share.max()
     return inside
+
+
+def positions_far_from(coverage: torch.Tensor, grid: tuple[int, int], margin: int) -> torch.Tensor:
+    """Which feature positions lie at least ``margin`` cells from every cell the mask touches.
+
+    Parameters
+    ----------
+    coverage : Tensor, shape (height, width)
+        As for :func:`positions_inside`.
+    grid : (h, w)
+    margin : int
+        Chebyshev distance in feature cells; 1 keeps every position whose own cell is clear.
+
+    Returns
+    -------
+    Tensor, shape (h, w), bool
+    """
+    touched = F.adaptive_max_pool2d(coverage[None, None].float(), tuple(grid)) > 0
+    near = F.max_pool2d(touched.float(), 2 * margin - 1, stride=1, padding=margin - 1) > 0
+    return ~near[0, 0]
 
 
 def build_training_set(
@@ -331,17 +359,21 @@ def build_training_set(
     input_size = input_sizes.pop()
     features = cache.tensor
     first_masked = len(roles.trained) + len(roles.held_out)
-    labelled = None
+    labelled = outside = None
     if roles.masked:
         grid = tuple(features.shape[1:3])
-        chunks = []
+        chunks, far = [], []
         for row, position in enumerate(roles.masked, start=first_masked):
             coverage = mask_coverage(masks[position], resize, crop_size)
             if tuple(coverage.shape) != input_size:  # the image and its mask were both checked
                 raise RuntimeError(f"mask {position} is {tuple(coverage.shape)}, not {input_size}")
             chunks.append(features[row][positions_inside(coverage, grid).to(features.device)])
+            if OUTSIDE_MASK_MARGIN is not None:
+                clear = positions_far_from(coverage, grid, OUTSIDE_MASK_MARGIN)
+                far.append(features[row][clear.to(features.device)])
         labelled = torch.cat(chunks)
+        outside = torch.cat(far) if far and sum(map(len, far)) else None
     first_weak = first_masked + len(roles.masked)
     weak = features[first_weak : first_weak + len(roles.weak)] if roles.weak else None
     synthetic = None if defects is None else defects.features()
-    return TrainingSet(features, roles, input_size, synthetic, labelled, weak)
+    return TrainingSet(features, roles, input_size, synthetic, labelled, weak, outside)

@@ -8,11 +8,11 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline
 
-from sksimplenet import SimpleNetDetector, load, save
+from sksimplenet import SimpleNetDetector, load, save, training_set
 from sksimplenet.datasets import make_synthetic
 from sksimplenet.metrics import image_auroc, pixel_auroc
 from sksimplenet.provenance import files_seen_in_training
-from sksimplenet.training_set import positions_inside, read_masks
+from sksimplenet.training_set import positions_far_from, positions_inside, read_masks
 
 from .conftest import TINY
 
@@ -205,3 +205,24 @@ def test_positions_inside_a_small_defect_are_not_lost():
     assert inside.sum() == 1 and inside[0, 0]
     coverage[8:16, 8:16] = 1.0
     assert positions_inside(coverage, (8, 8)).sum() == 4
+
+
+def test_positions_far_from_a_defect_keep_a_margin_of_cells():
+    import torch
+
+    coverage = torch.zeros(32, 32)
+    coverage[13, 13] = 0.5  # touches cell (3, 3) of an 8 x 8 grid
+    assert (~positions_far_from(coverage, (8, 8), 1)).nonzero().tolist() == [[3, 3]]
+    near = ~positions_far_from(coverage, (8, 8), 2)
+    assert near.sum() == 9 and near[2:5, 2:5].all()
+
+
+def test_positions_far_from_the_masks_can_train_as_normal(noise, monkeypatch):
+    X, y, masks, X_test, y_test, masks_test = noise
+    default = SimpleNetDetector(**FIT).fit(X, y, masks=list(masks))
+    monkeypatch.setattr(training_set, "OUTSIDE_MASK_MARGIN", 2)
+    with_outside = SimpleNetDetector(**FIT).fit(X, y, masks=list(masks))
+    # A different training mix: the scores change, the model still finds the defects.
+    assert not np.array_equal(default.score_samples(X_test), with_outside.score_samples(X_test))
+    image, pixel = _quality(with_outside, X_test, y_test, masks_test)
+    assert image > 0.9 and pixel > 0.9
