@@ -20,11 +20,19 @@ share and network, without synthetic defects, in turn, round after round.
 with one and two epochs on a few images give the extraction time and the time of one epoch,
 extrapolated (and labelled so) to 762 training images and 160 epochs.
 
+(d) Where a default fit's time goes: ``SimpleNetDetector(backbone="efficientnet_lite0")``
+fitted on a data set's training images (``--profile-dataset``, default MTD split 0, 762
+images) with a timer around each part of ``fit``: the backbone pass over the images, the
+synthetic defects (making them and their backbone pass), the training steps, the held-out
+criterion after each epoch, scoring every training image (threshold and
+``decision_scores_``), hashing the files for ``provenance_``, and the rest.
+
 Usage::
 
     python benchmarks/resources.py --threads 1
     python benchmarks/resources.py --quick              # 40 images for (a), fewer rounds
     python benchmarks/resources.py --parts b c
+    python benchmarks/resources.py --parts d              # a default MTD fit, part by part
 """
 
 from __future__ import annotations
@@ -41,8 +49,12 @@ import time
 from pathlib import Path
 
 import torch
+from common import dataset_split, parse_settings
 from timing import add_common_arguments, configure_threads, interleaved, machine, table
 
+import sksimplenet.detector
+import sksimplenet.synthesis
+import sksimplenet.training
 from sksimplenet import PAPER_PARAMS, SimpleNetDetector
 from sksimplenet.backbones import build_feature_extractor
 from sksimplenet.datasets import make_synthetic
@@ -309,12 +321,58 @@ def fit_time(quick: bool, size: int = 224, backbones=tuple(WEIGHTS)) -> None:
     print(table(rows, header))
 
 
+#: The parts of ``fit`` part (d) times: (label, module, function name).
+FIT_PARTS = (
+    ("features of the images and synthetic defects", sksimplenet.detector, "build_training_set"),
+    ("  of which synthetic defects", sksimplenet.synthesis.DefectFeatures, "add"),
+    ("training (steps and held-out criterion)", sksimplenet.detector, "train_discriminator"),
+    ("  of which the held-out criterion", sksimplenet.training, "validation_loss"),
+    ("scoring the training images", sksimplenet.detector, "scores_from_features"),
+    ("hashing the files", sksimplenet.detector, "training_files"),
+)
+
+
+def fit_profile(dataset: str = "mtd", params: dict | None = None) -> list[tuple[str, float]]:
+    """Part (d): seconds in each of :data:`FIT_PARTS` of one default fit, and the whole fit."""
+    split = dataset_split(dataset, 0)
+    seconds = dict.fromkeys(label for label, _, _ in FIT_PARTS)
+    originals = [(owner, name, getattr(owner, name)) for _, owner, name in FIT_PARTS]
+
+    def timed(label, function):
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                seconds[label] = (seconds[label] or 0.0) + time.perf_counter() - start
+
+        return wrapper
+
+    for (label, owner, name), (_, _, function) in zip(FIT_PARTS, originals):
+        setattr(owner, name, timed(label, function))
+    try:
+        detector = SimpleNetDetector(**{"backbone": "efficientnet_lite0", "device": "cpu", **(params or {})})
+        detector.fit(split["train_paths"])
+    finally:
+        for owner, name, function in originals:
+            setattr(owner, name, function)
+    rows = [(label, value or 0.0) for label, value in seconds.items()]
+    counted = sum(value for label, value in rows if not label.startswith(" "))
+    return [
+        *rows,
+        ("the rest (checks, BatchNorm pass, threshold)", detector.fit_time_ - counted),
+        ("whole fit", detector.fit_time_),
+    ]
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_common_arguments(parser)
-    parser.add_argument("--parts", nargs="+", choices=("a", "b", "c"), default=["a", "b", "c"])
+    parser.add_argument("--parts", nargs="+", choices=("a", "b", "c", "d"), default=["a", "b", "c", "d"])
+    parser.add_argument("--profile-dataset", default="mtd", help="(d): mtd, elpv or an MVTec-layout folder")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="(d): a parameter")
     parser.add_argument("--images", type=int, default=None, help="(a): default 200 (40 with --quick)")
     parser.add_argument("--size", type=int, default=224, help="(a), (b): image height and width")
     parser.add_argument("--backbones", nargs="+", choices=tuple(WEIGHTS), default=list(WEIGHTS), help="(b)")
@@ -334,6 +392,16 @@ def main(argv=None) -> None:
         fit_time(args.quick, args.size, args.backbones)
     if "c" in args.parts:
         paper_extrapolation(8 if args.quick else 20)
+    if "d" in args.parts:
+        parts = fit_profile(args.profile_dataset, parse_settings(args.set))
+        whole = parts[-1][1]
+        print(f"\n(d) a default fit on {args.profile_dataset}, part by part")
+        print(
+            table(
+                [(label, f"{value:.1f}", f"{value / whole:.0%}") for label, value in parts],
+                ("part of fit", "seconds", "share"),
+            )
+        )
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
 
 

@@ -112,6 +112,20 @@ def test_resources_measure_memory_and_fit_time(benchmark, capsys):
     assert "effnet-lite0, in memory" in out and "naive / cached" in out
 
 
+def test_resources_splits_a_default_fit_into_its_parts(benchmark, tiny_mvtec, capsys):
+    resources = benchmark("resources")
+    parts = dict(resources.fit_profile(str(tiny_mvtec), {"epochs": 2, "resize": (64, 64)}))
+    top_level = [
+        value for label, value in parts.items() if not label.startswith(" ") and label != "whole fit"
+    ]
+    assert sum(top_level) == pytest.approx(parts["whole fit"])
+    assert 0 < parts["  of which synthetic defects"] < parts["features of the images and synthetic defects"]
+    assert 0 < parts["  of which the held-out criterion"] < parts["training (steps and held-out criterion)"]
+    assert parts["the rest (checks, BatchNorm pass, threshold)"] >= 0
+    # The timers are removed afterwards: the library is as it was.
+    assert resources.sksimplenet.detector.build_training_set.__name__ == "build_training_set"
+
+
 def test_precision_compares_precisions_on_a_data_set(benchmark, tiny_mvtec, capsys):
     precision = benchmark("precision")
     precision.main(
