@@ -296,7 +296,7 @@ def labelled_summary(rows: list[dict]) -> str:
         "FPR at threshold | recall at threshold | fit seconds |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for key in dict.fromkeys((row["dataset"], row["share"], row["masks"]) for row in rows):
+    for key in sorted(dict.fromkeys((row["dataset"], row["share"], row["masks"]) for row in rows)):
         group = [row for row in rows if (row["dataset"], row["share"], row["masks"]) == key]
         cells = " | ".join(_cell(group, name) for name in SUMMARY_KEYS)
         seconds = np.mean([row["fit_seconds"] for row in group])
