@@ -404,7 +404,8 @@ COMMANDS = {
                 "read as a Python/JSON literal when it is one (8, 1e-4, none, 224,224), else as text"),
         _option("--list-params", action=_ListParams, help="print each parameter, default, valid values"),
         _option("--anomalous", metavar="DIR", help="also train on these defect images, masks NAME_mask.png "
-                "beside them (or in --anomalous-masks DIR, NAME.png too)"), _option("--anomalous-masks"),
+                "beside them (or in --anomalous-masks DIR, NAME.png too)"),
+        _option("--anomalous-masks", metavar="DIR", help="masks of --anomalous: NAME_mask.png or NAME.png"),
         _option("--labelled-share", type=float, default=0.0, metavar="F", help="move a seeded share F of "
                 "each defect type from the test images into training (evaluate leaves them out)"),
     ), _fit),
