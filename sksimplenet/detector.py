@@ -682,8 +682,8 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
             grid, or None. A mask at another resolution with the image's aspect ratio is
             resized onto it. The positions inside the mask of an image labelled -1 train as
             anomalous; an image labelled -1 without a mask (or with an empty one) trains by
-            multiple-instance learning: each step its least normal positions, as many as
-            ``image_score`` averages (one with ``"max"``), train as anomalous. Masks of
+            multiple-instance learning: each step its least normal 5 % of positions
+            (``training_set.WEAK_POSITION_SHARE``) train as anomalous. Masks of
             images labelled +1 must be empty or None. With scikit-learn's metadata routing
             enabled, request them with ``set_fit_request(masks=True)``.
 
@@ -804,12 +804,6 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
             return int(self.epochs)
         return math.ceil(_AUTO_STEPS / math.ceil(n_images / self.batch_size))
 
-    def _top_positions(self, n_positions: int) -> int:
-        """Positions of a weakly labelled image trained as anomalous: those ``image_score`` averages."""
-        if self.image_score == "max":
-            return 1
-        return max(1, math.ceil(float(self.image_score) * n_positions))
-
     def _train(self, extractor, data: TrainingSet, seed: int, device):
         """The network trained on a :class:`~sksimplenet.training_set.TrainingSet` and its
         :class:`~sksimplenet.training.TrainingHistory`."""
@@ -840,9 +834,7 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
             settings,
             synthetic_features=data.synthetic,
             labelled_features=data.labelled,
-            weak_anomalies=data.weak_anomalies(
-                self.batch_size, self._top_positions(math.prod(features.shape[1:3]))
-            ),
+            weak_anomalies=data.weak_anomalies(self.batch_size),
             extra_normal_features=data.outside,
             validation_features=data.held_out,
             device=device,

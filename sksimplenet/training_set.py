@@ -45,6 +45,10 @@ MASK_COVERAGE = 0.25
 #: Images labelled anomalous without a mask drawn in each training step, as a share of
 #: ``batch_size`` (at least one).
 WEAK_IMAGES_PER_STEP = 0.25
+#: The share of an image labelled anomalous without a mask that each step trains as anomalous:
+#: its least normal positions (at least one). Measured against one position and the top 1 %
+#: (docs/quality.md#labelled-defects).
+WEAK_POSITION_SHARE = 0.05
 #: Positions of a masked anomalous image at least this many feature cells (in both directions)
 #: from every cell the mask touches train as *normal*, beside the normal images' positions;
 #: None: they are not used. Measured on MTD and left off (docs/quality.md#labelled-defects).
@@ -240,12 +244,13 @@ class TrainingSet:
     def held_out(self) -> torch.Tensor | None:
         return self.features[self.n_trained : self.n_fitted] if self.roles.held_out else None
 
-    def weak_anomalies(self, batch_size: int, top_positions: int) -> WeakAnomalies | None:
+    def weak_anomalies(self, batch_size: int) -> WeakAnomalies | None:
         """The images labelled without a mask as training takes them, or None."""
         if self.weak is None:
             return None
         per_step = max(1, round(WEAK_IMAGES_PER_STEP * batch_size))
-        return WeakAnomalies(self.weak, per_step, min(top_positions, math.prod(self.weak.shape[1:3])))
+        top_positions = max(1, math.ceil(WEAK_POSITION_SHARE * math.prod(self.weak.shape[1:3])))
+        return WeakAnomalies(self.weak, per_step, top_positions)
 
 
 def positions_inside(coverage: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
