@@ -27,12 +27,19 @@ synthetic defects (making them and their backbone pass), the training steps, the
 criterion after each epoch, scoring every training image (threshold and
 ``decision_scores_``), hashing the files for ``provenance_``, and the rest.
 
+(e) What one training step costs: ``train_discriminator`` with the default settings on
+random features of ``efficientnet_lite0``'s shape (152 channels, 28 × 28 positions, 200
+images), milliseconds per step for the default hidden width and patch share and for a
+narrower layer and fewer patches, then the operators that take most of a step's time
+(``torch.profiler``, self time).
+
 Usage::
 
     python benchmarks/resources.py --threads 1
     python benchmarks/resources.py --quick              # 40 images for (a), fewer rounds
     python benchmarks/resources.py --parts b c
     python benchmarks/resources.py --parts d              # a default MTD fit, part by part
+    python benchmarks/resources.py --parts e --threads 2  # one training step
 """
 
 from __future__ import annotations
@@ -365,12 +372,78 @@ def fit_profile(dataset: str = "mtd", params: dict | None = None) -> list[tuple[
     ]
 
 
+#: Part (e): the step sizes timed, as changes to the default settings.
+STEP_VARIANTS = {
+    "defaults (hidden width 1,024, 1/8 of the patches)": {},
+    "hidden width 512": {"hidden_dim": 512},
+    "1/16 of the patches": {"patch_fraction": 0.0625},
+}
+
+
+def step_cost(epochs: int = 8, n_images: int = 200, profile: bool = True) -> list[tuple[str, float]]:
+    """Part (e): milliseconds per training step of each of :data:`STEP_VARIANTS` (``epochs``
+    of ``ceil(n_images / 32)`` steps each, after one warm-up epoch); with ``profile``, print
+    the operators of one default epoch by self time."""
+    from sksimplenet.networks import Adaptor, Discriminator, FeatureScaler
+    from sksimplenet.training import TrainingSettings, train_discriminator
+
+    defaults = SimpleNetDetector().get_params()
+    generator = torch.Generator().manual_seed(0)
+    width = 152  # efficientnet_lite0's two default levels, 40 + 112 channels
+    features = torch.randn(n_images, 28, 28, width, generator=generator).half()
+    synthetic = torch.randn(20_000, width, generator=generator).half()
+
+    def train(n_epochs: int, hidden_dim: int, patch_fraction: float) -> None:
+        settings = TrainingSettings(
+            epochs=n_epochs,
+            batch_size=defaults["batch_size"],
+            patch_fraction=patch_fraction,
+            sigma=defaults["sigma"],
+            margin=defaults["margin"],
+            adaptor_lr=defaults["adaptor_lr"],
+            discriminator_lr=defaults["discriminator_lr"],
+            weight_decay=defaults["weight_decay"],
+            weight_averaging=defaults["weight_averaging"],
+            synthetic_share=defaults["synthetic_share"],
+            seed=0,
+        )
+        networks = (
+            FeatureScaler(width),
+            Adaptor(width, bias=False, init="identity"),
+            Discriminator(width, hidden_dim),
+        )
+        train_discriminator(features, *networks, settings, synthetic_features=synthetic, device="cpu")
+
+    steps = epochs * -(-n_images // defaults["batch_size"])
+    rows = []
+    for label, change in STEP_VARIANTS.items():
+        config = {
+            "hidden_dim": defaults["hidden_dim"],
+            "patch_fraction": defaults["patch_fraction"],
+            **change,
+        }
+        train(1, **config)
+        start = time.perf_counter()
+        train(epochs, **config)
+        rows.append((label, 1000 * (time.perf_counter() - start) / steps))
+    if profile:
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as profiler
+
+        with profiler(activities=[ProfilerActivity.CPU]) as recorded:
+            train(1, defaults["hidden_dim"], defaults["patch_fraction"])
+        print(recorded.key_averages().table(sort_by="self_cpu_time_total", row_limit=8))
+    return rows
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_common_arguments(parser)
-    parser.add_argument("--parts", nargs="+", choices=("a", "b", "c", "d"), default=["a", "b", "c", "d"])
+    parser.add_argument(
+        "--parts", nargs="+", choices=("a", "b", "c", "d", "e"), default=["a", "b", "c", "d", "e"]
+    )
     parser.add_argument("--profile-dataset", default="mtd", help="(d): mtd, elpv or an MVTec-layout folder")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="(d): a parameter")
     parser.add_argument("--images", type=int, default=None, help="(a): default 200 (40 with --quick)")
@@ -402,6 +475,10 @@ def main(argv=None) -> None:
                 ("part of fit", "seconds", "share"),
             )
         )
+    if "e" in args.parts:
+        print("\n(e) one training step, random features of efficientnet_lite0's shape")
+        rows = step_cost(2 if args.quick else 8)
+        print(table([(label, f"{value:.1f}") for label, value in rows], ("step", "ms per step")))
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
 
 

@@ -251,3 +251,11 @@ def test_scaling_measures_every_method_in_a_fresh_process(benchmark, tiny_mtd, t
     assert patches[12] == pytest.approx(3 * patches[4], abs=1)  # a tenth of the patches: grows with the set
     assert all(row["ms_per_image"] > 0 and row["peak_mib"] > row["before_model_mib"] > 0 for row in rows)
     assert "scoring time at 12 images / at 4" in capsys.readouterr().out
+
+
+def test_resources_time_one_training_step_per_step_size(benchmark):
+    rows = dict(benchmark("resources").step_cost(epochs=1, n_images=32, profile=False))
+    assert set(rows) == set(benchmark("resources").STEP_VARIANTS)
+    # A step of half the patches, or of a hidden layer half as wide, costs less than a default one.
+    default = rows["defaults (hidden width 1,024, 1/8 of the patches)"]
+    assert 0 < rows["1/16 of the patches"] < default and 0 < rows["hidden width 512"] < default
