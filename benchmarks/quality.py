@@ -65,7 +65,7 @@ VARIANTS = {
     "two synthetic defect images per training image": {"synthetic_defects": 2.0},
     "synthetic share 0.25": {"synthetic_share": 0.25},
     "synthetic share 1.0": {"synthetic_share": 1.0},
-    "hidden width 512": {"hidden_dim": 512},
+    "hidden width 1024": {"hidden_dim": 1024},
 }
 
 

@@ -374,8 +374,8 @@ def fit_profile(dataset: str = "mtd", params: dict | None = None) -> list[tuple[
 
 #: Part (e): the step sizes timed, as changes to the default settings.
 STEP_VARIANTS = {
-    "defaults (hidden width 1,024, 1/8 of the patches)": {},
-    "hidden width 512": {"hidden_dim": 512},
+    "defaults (hidden width 512, 1/8 of the patches)": {},
+    "hidden width 1,024 (the default before 0.3)": {"hidden_dim": 1024},
     "1/16 of the patches": {"patch_fraction": 0.0625},
 }
 
