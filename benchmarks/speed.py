@@ -40,11 +40,19 @@ The official code imports packages this one does not need; install them apart::
     git clone https://github.com/DonaldRR/SimpleNet /tmp/SimpleNet
     PYTHONPATH=/tmp/official-deps python benchmarks/speed.py --official /tmp/SimpleNet --parts c
 
+(d) Levers of the scoring path (``--parts d``; no official checkout needed): part (c)'s
+detector scores 32 images per call at each batch size of a network pass (4, 8, 16, 32) in
+each ``--precisions``, then with its backbone under ``torch.compile`` (batch 8). Beside
+images/s it prints the backbone's multiply-adds per second (counted by
+``torch.utils.flop_counter``) as a share of what one 2048 × 2048 matrix product reaches in
+the same arithmetic on the same threads: how much a faster backbone path could still gain.
+
 Usage::
 
     python benchmarks/speed.py --threads 1            # parts a and b on one core
     python benchmarks/speed.py --quick
     python benchmarks/speed.py --official /tmp/SimpleNet --parts a b c
+    python benchmarks/speed.py --parts d --threads 2
 """
 
 from __future__ import annotations
@@ -353,6 +361,7 @@ def against_official(args, rounds: int) -> None:
             crop_size=None,
             batch_size=4,
             patch_fraction=0.05,
+            hidden_dim=1024,  # the official discriminator's dsc_hidden, so both score the same head
             validation_fraction=0.0,
         )
     official = official_model(simplenet, backbone, layers, args.size)
@@ -402,13 +411,126 @@ def against_official(args, rounds: int) -> None:
     print(table(rows, ("inference path", "median s/batch", "images/s", "x official")))
 
 
+def matmul_rate(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+    """G multiply-adds per second of one ``size`` × ``size`` matrix product in ``dtype``: what
+    this CPU's threads reach on the most favourable shape, a yardstick for the backbone."""
+    a = torch.randn(size, size).to(dtype)
+    b = torch.randn(size, size).to(dtype)
+    torch.mm(a, b)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        torch.mm(a, b)
+    return repeats * size**3 / (time.perf_counter() - start) / 1e9
+
+
+def levers(args, rounds: int, compile_backbone: bool = True) -> list[dict]:
+    """(d) Each lever of the scoring path of part (c)'s detector, in one run: the batch size of a
+    network pass, ``torch.compile`` of the backbone (unless not ``compile_backbone``), and the
+    backbone's multiply-adds per second against a large matrix product's in the same
+    arithmetic. Returns the rows printed, as dicts."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    n_images = 32
+    images = np.random.default_rng(0).integers(0, 256, (n_images, args.size, args.size, 3), dtype=np.uint8)
+    detector = briefly_fitted(
+        images,
+        args.backbone,
+        layers=tuple(name.strip() for name in args.layers.split(",")),
+        weights=args.weights,
+        resize=(args.size, args.size),
+        crop_size=None,
+        batch_size=4,
+        patch_fraction=0.05,
+        hidden_dim=1024,
+        validation_fraction=0.0,
+    )
+    model = detector.model_
+    unit = torch.from_numpy(images[:1]).permute(0, 3, 1, 2).float().div(255.0)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model.extractor(unit)
+    backbone_madds = counter.get_total_flops() / 2  # the counter counts a multiply-add as two
+
+    def scoring(precision: str, batch: int):
+        def run():
+            detector.set_params(precision=precision, inference_batch_size=batch)
+            return detector.anomaly_map(images, return_scores=True)
+
+        return run
+
+    precisions = [name.strip() for name in args.precisions.split(",") if name.strip()]
+    batches = (4, 8, 16, 32)
+    calls = {
+        (precision, batch, "eager"): scoring(precision, batch)
+        for precision in precisions
+        for batch in batches
+    }
+    seconds = interleaved(calls, rounds, warmup=1)
+    rows = [
+        {"precision": p, "batch": b, "backbone": kind, "seconds": value}
+        for (p, b, kind), value in seconds.items()
+    ]
+
+    # torch.compile of the backbone (inductor), batch 8, compiled once per precision.
+    eager = model.extractor
+    for precision in precisions if compile_backbone else ():
+        reference = scoring(precision, 8)()[1]
+        model.extractor = torch.compile(eager)
+        try:
+            start = time.perf_counter()
+            scores = scoring(precision, 8)()[1]
+            first_call = time.perf_counter() - start
+            value = interleaved({"compiled": scoring(precision, 8)}, rounds, warmup=0)["compiled"]
+        finally:
+            model.extractor = eager
+        difference = float(np.abs(scores - reference).max())
+        kind = f"torch.compile ({first_call:.0f} s first call, max |score difference| {difference:.1e})"
+        rows.append({"precision": precision, "batch": 8, "backbone": kind, "seconds": value})
+
+    rates = {
+        precision: matmul_rate(backbone_dtype(precision, torch.device("cpu"))) for precision in precisions
+    }
+    for row in rows:
+        row["images_per_second"] = n_images / row["seconds"]
+        row["backbone_gmadd_per_second"] = n_images * backbone_madds / row["seconds"] / 1e9
+        row["share_of_product"] = row["backbone_gmadd_per_second"] / rates[row["precision"]]
+    print(f"\n(d) levers of the scoring path; CPU: {cpu_model()}")
+    print(
+        f"{args.backbone} {args.layers}, {n_images} images at {args.size}x{args.size} per call, "
+        f"{rounds} rounds in turns; backbone {backbone_madds / 1e9:.2f} G multiply-adds per image"
+    )
+    printed = [
+        (
+            f"{row['precision']}, batch {row['batch']}",
+            row["backbone"],
+            f"{row['images_per_second']:.2f}",
+            f"{row['backbone_gmadd_per_second']:.0f}",
+            f"{row['share_of_product']:.2f}",
+        )
+        for row in rows
+    ]
+    print(
+        table(
+            printed, ("precision, batch", "backbone", "images/s", "backbone G madd/s", "of a 2048² product")
+        )
+    )
+    print(
+        "one 2048 x 2048 product: "
+        + ", ".join(f"{precision} {rate:.0f} G multiply-adds/s" for precision, rate in rates.items())
+    )
+    return rows
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_common_arguments(parser)
     parser.add_argument(
-        "--parts", nargs="+", choices=("a", "b", "c"), default=None, help="default: a b (c with --official)"
+        "--parts",
+        nargs="+",
+        choices=("a", "b", "c", "d"),
+        default=None,
+        help="default: a b (c with --official)",
     )
     parser.add_argument("--batch", type=int, default=8, help="images per call")
     parser.add_argument("--size", type=int, default=224, help="image height and width")
@@ -426,6 +548,7 @@ def main(argv=None) -> None:
         "--precisions", default="float32,auto", help="(c): this package's backbone precisions"
     )
     parser.add_argument("--weights", default=None, help="(c): torchvision weights name or state-dict file")
+    parser.add_argument("--no-compile", action="store_true", help="(d): leave out torch.compile")
     args = parser.parse_args(argv)
     parts = args.parts or (["a", "b", "c"] if args.official else ["a", "b"])
     if "c" in parts and args.official is None:
@@ -439,6 +562,8 @@ def main(argv=None) -> None:
         pipeline(1 if args.quick else 3, args.files or (16 if args.quick else 48))
     if "c" in parts:
         against_official(args, 2 if args.quick else args.rounds)
+    if "d" in parts:
+        levers(args, 2 if args.quick else args.rounds, compile_backbone=not args.no_compile)
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
 
 

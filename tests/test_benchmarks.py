@@ -1,5 +1,6 @@
 """Each benchmark script runs, end to end, on a tiny generated data set (seconds, not figures)."""
 
+import argparse
 import importlib
 import json
 import sys
@@ -96,6 +97,16 @@ def test_speed_times_scoring_against_the_backbone(benchmark, capsys):
     )
     out = capsys.readouterr().out
     assert "ratio (a)" in out and "max |folded - unfolded|" in out and "(b) input pipeline" in out
+
+
+def test_speed_measures_each_lever_of_the_scoring_path(benchmark, capsys):
+    args = argparse.Namespace(
+        backbone="wide_resnet50_2", layers="layer2,layer3", weights=None, size=32, precisions="float32"
+    )
+    rows = benchmark("speed").levers(args, rounds=1, compile_backbone=False)
+    assert [(row["precision"], row["batch"]) for row in rows] == [("float32", b) for b in (4, 8, 16, 32)]
+    assert all(row["images_per_second"] > 0 and row["backbone_gmadd_per_second"] > 0 for row in rows)
+    assert "of a 2048² product" in capsys.readouterr().out
 
 
 def test_speed_needs_a_checkout_of_the_official_code(benchmark, tmp_path):
@@ -256,6 +267,6 @@ def test_scaling_measures_every_method_in_a_fresh_process(benchmark, tiny_mtd, t
 def test_resources_time_one_training_step_per_step_size(benchmark):
     rows = dict(benchmark("resources").step_cost(epochs=1, n_images=32, profile=False))
     assert set(rows) == set(benchmark("resources").STEP_VARIANTS)
-    # A step of half the patches, or of a hidden layer half as wide, costs less than a default one.
-    default = rows["defaults (hidden width 1,024, 1/8 of the patches)"]
-    assert 0 < rows["1/16 of the patches"] < default and 0 < rows["hidden width 512"] < default
+    # A step of half the patches costs less than a default one; a hidden layer twice as wide, more.
+    default = rows["defaults (hidden width 512, 1/8 of the patches)"]
+    assert 0 < rows["1/16 of the patches"] < default < rows["hidden width 1,024 (the default before 0.3)"]
