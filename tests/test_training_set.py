@@ -14,10 +14,12 @@ from sksimplenet.metrics import image_auroc, pixel_auroc
 from sksimplenet.provenance import files_seen_in_training
 from sksimplenet.training_set import positions_far_from, positions_inside, read_masks
 
-from .conftest import TINY
+from .conftest import FAST, TINY
 
 # "noise" texture: defects that the unsupervised fit finds only in part.
-FIT = dict(backbone="efficientnet_lite0", resize=96, epochs=10, batch_size=8, random_state=0, device="cpu")
+# A short run (10 epochs of 8 images, 1/8 of the patches) at FAST's hidden width 1024: with the
+# default 512 the masked defects gained +0.033 of pixel AUROC here instead of more than 0.04.
+FIT = {**FAST, "epochs": 10, "batch_size": 8, "patch_fraction": 0.125}
 
 
 @pytest.fixture(scope="module")
