@@ -42,7 +42,8 @@ The official code imports packages this one does not need; install them apart::
 
 (d) Levers of the scoring path (``--parts d``; no official checkout needed): part (c)'s
 detector scores 32 images per call at each batch size of a network pass (4, 8, 16, 32) in
-each ``--precisions``, then with its backbone under ``torch.compile`` (batch 8). Beside
+each ``--precisions``, then with its backbone under ``torch.compile`` (inductor with
+freezing, batch 8). Beside
 images/s it prints the backbone's multiply-adds per second (counted by
 ``torch.utils.flop_counter``) as a share of what one 2048 × 2048 matrix product reaches in
 the same arithmetic on the same threads: how much a faster backbone path could still gain.
@@ -470,10 +471,15 @@ def levers(args, rounds: int, compile_backbone: bool = True) -> list[dict]:
         for (p, b, kind), value in seconds.items()
     ]
 
-    # torch.compile of the backbone (inductor), batch 8, compiled once per precision.
-    eager = model.extractor
+    # torch.compile of the backbone (inductor, with freezing: the weights become constants
+    # that oneDNN prepacks, its recommended setting for CPU inference), batch 8, once per precision.
+    import torch._inductor.config as inductor_config
+
+    eager, freezing = model.extractor, inductor_config.freezing
     for precision in precisions if compile_backbone else ():
         reference = scoring(precision, 8)()[1]
+        torch._dynamo.reset()
+        inductor_config.freezing = True
         model.extractor = torch.compile(eager)
         try:
             start = time.perf_counter()
@@ -481,7 +487,7 @@ def levers(args, rounds: int, compile_backbone: bool = True) -> list[dict]:
             first_call = time.perf_counter() - start
             value = interleaved({"compiled": scoring(precision, 8)}, rounds, warmup=0)["compiled"]
         finally:
-            model.extractor = eager
+            model.extractor, inductor_config.freezing = eager, freezing
         difference = float(np.abs(scores - reference).max())
         kind = f"torch.compile ({first_call:.0f} s first call, max |score difference| {difference:.1e})"
         rows.append({"precision": precision, "batch": 8, "backbone": kind, "seconds": value})
