@@ -338,9 +338,31 @@ def official_model(simplenet, backbone: torch.nn.Module, layers: list[str], size
     return model
 
 
+def comma_separated(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def official_shaped_detector(images: np.ndarray, args, weights):
+    """Part (c)'s detector, briefly fitted: ``args.backbone`` with ``args.layers`` at the input
+    size of ``images``, not resized, and the official discriminator's hidden width (its
+    ``dsc_hidden``), so that both sides score the same head."""
+    return briefly_fitted(
+        images,
+        args.backbone,
+        layers=tuple(comma_separated(args.layers)),
+        weights=weights,
+        resize=images.shape[1:3],
+        crop_size=None,
+        batch_size=4,
+        patch_fraction=0.05,
+        hidden_dim=1024,
+        validation_fraction=0.0,
+    )
+
+
 def against_official(args, rounds: int) -> None:
     """Part (c): this package's scoring against the official ``SimpleNet._predict``."""
-    layers = [name.strip() for name in args.layers.split(",") if name.strip()]
+    layers = comma_separated(args.layers)
 
     simplenet = import_official(args.official)
     backbone = reference_backbone(args.backbone, args.weights)
@@ -353,18 +375,7 @@ def against_official(args, rounds: int) -> None:
     with tempfile.TemporaryDirectory() as folder:
         weights_file = os.path.join(folder, "backbone.pt")
         torch.save(backbone.state_dict(), weights_file)
-        detector = briefly_fitted(
-            images,
-            args.backbone,
-            layers=tuple(layers),
-            weights=weights_file,
-            resize=(args.size, args.size),
-            crop_size=None,
-            batch_size=4,
-            patch_fraction=0.05,
-            hidden_dim=1024,  # the official discriminator's dsc_hidden, so both score the same head
-            validation_fraction=0.0,
-        )
+        detector = official_shaped_detector(images, args, weights_file)
     official = official_model(simplenet, backbone, layers, args.size)
 
     # Same backbone weights: the layer features of one image agree on both sides.
@@ -386,7 +397,7 @@ def against_official(args, rounds: int) -> None:
 
         return run
 
-    precisions = [name.strip() for name in args.precisions.split(",") if name.strip()]
+    precisions = comma_separated(args.precisions)
     scores, maps, _ = run_official()
     our_maps, our_scores = ours_in("float32")()
     shapes = (np.shape(np.stack(maps)), np.shape(scores), our_maps.shape, our_scores.shape)
@@ -433,18 +444,7 @@ def levers(args, rounds: int, compile_backbone: bool = True) -> list[dict]:
 
     n_images = 32
     images = np.random.default_rng(0).integers(0, 256, (n_images, args.size, args.size, 3), dtype=np.uint8)
-    detector = briefly_fitted(
-        images,
-        args.backbone,
-        layers=tuple(name.strip() for name in args.layers.split(",")),
-        weights=args.weights,
-        resize=(args.size, args.size),
-        crop_size=None,
-        batch_size=4,
-        patch_fraction=0.05,
-        hidden_dim=1024,
-        validation_fraction=0.0,
-    )
+    detector = official_shaped_detector(images, args, args.weights)
     model = detector.model_
     unit = torch.from_numpy(images[:1]).permute(0, 3, 1, 2).float().div(255.0)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
@@ -458,7 +458,7 @@ def levers(args, rounds: int, compile_backbone: bool = True) -> list[dict]:
 
         return run
 
-    precisions = [name.strip() for name in args.precisions.split(",") if name.strip()]
+    precisions = comma_separated(args.precisions)
     batches = (4, 8, 16, 32)
     calls = {
         (precision, batch, "eager"): scoring(precision, batch)
