@@ -382,7 +382,8 @@ STEP_VARIANTS = {
 
 def step_cost(epochs: int = 8, n_images: int = 200, profile: bool = True) -> list[tuple[str, float]]:
     """Part (e): milliseconds per training step of each of :data:`STEP_VARIANTS` (``epochs``
-    of ``ceil(n_images / 32)`` steps each, after one warm-up epoch); with ``profile``, print
+    of ``ceil(n_images / 32)`` steps each, the difference of two runs, after one warm-up
+    epoch); with ``profile``, print
     the operators of one default epoch by self time."""
     from sksimplenet.networks import Adaptor, Discriminator, FeatureScaler
     from sksimplenet.training import TrainingSettings, train_discriminator
@@ -394,18 +395,8 @@ def step_cost(epochs: int = 8, n_images: int = 200, profile: bool = True) -> lis
     synthetic = torch.randn(20_000, width, generator=generator).half()
 
     def train(n_epochs: int, hidden_dim: int, patch_fraction: float) -> None:
-        settings = TrainingSettings(
-            epochs=n_epochs,
-            batch_size=defaults["batch_size"],
-            patch_fraction=patch_fraction,
-            sigma=defaults["sigma"],
-            margin=defaults["margin"],
-            adaptor_lr=defaults["adaptor_lr"],
-            discriminator_lr=defaults["discriminator_lr"],
-            weight_decay=defaults["weight_decay"],
-            weight_averaging=defaults["weight_averaging"],
-            synthetic_share=defaults["synthetic_share"],
-            seed=0,
+        settings = TrainingSettings.from_params(
+            {**defaults, "patch_fraction": patch_fraction}, epochs=n_epochs, seed=0
         )
         networks = (
             FeatureScaler(width),
@@ -422,10 +413,15 @@ def step_cost(epochs: int = 8, n_images: int = 200, profile: bool = True) -> lis
             "patch_fraction": defaults["patch_fraction"],
             **change,
         }
-        train(1, **config)
+        train(1, **config)  # warm-up
+        # A run of one epoch and one of 1 + epochs: their difference is the steps alone, without
+        # the set-up and the BatchNorm pass over every patch that both runs end with.
         start = time.perf_counter()
-        train(epochs, **config)
-        rows.append((label, 1000 * (time.perf_counter() - start) / steps))
+        train(1, **config)
+        middle = time.perf_counter()
+        train(1 + epochs, **config)
+        end = time.perf_counter()
+        rows.append((label, 1000 * ((end - middle) - (middle - start)) / steps))
     if profile:
         from torch.profiler import ProfilerActivity
         from torch.profiler import profile as profiler

@@ -817,18 +817,8 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         if self.feature_scaling == "standardize":
             model.scaler.fit(features.reshape(-1, features.shape[-1]))
         model.to(device)
-        settings = TrainingSettings(
-            epochs=self._epochs(len(features)),
-            batch_size=self.batch_size,
-            patch_fraction=self.patch_fraction,
-            sigma=tuple(self.sigma) if isinstance(self.sigma, (tuple, list)) else self.sigma,
-            margin=self.margin,
-            adaptor_lr=self.adaptor_lr,
-            discriminator_lr=self.discriminator_lr,
-            weight_decay=self.weight_decay,
-            weight_averaging=self.weight_averaging,
-            synthetic_share=self.synthetic_share,
-            seed=seed,
+        settings = TrainingSettings.from_params(
+            self.get_params(deep=False), epochs=self._epochs(len(features)), seed=seed
         )
         history = train_discriminator(
             features,

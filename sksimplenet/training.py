@@ -75,6 +75,22 @@ class TrainingSettings:
     synthetic_share: float
     seed: int
 
+    @classmethod
+    def from_params(cls, params: dict, *, epochs: int, seed: int) -> TrainingSettings:
+        """The settings named by a detector's parameters (``SimpleNetDetector.get_params()``),
+        with ``epochs`` resolved to a number and the run's ``seed``; other keys are ignored."""
+        sigma = params["sigma"]
+        return cls(
+            epochs=epochs,
+            sigma=tuple(sigma) if isinstance(sigma, (tuple, list)) else sigma,
+            seed=seed,
+            **{
+                name: params[name]
+                for name in cls.__dataclass_fields__
+                if name not in ("epochs", "sigma", "seed")
+            },
+        )
+
 
 @dataclass(frozen=True)
 class WeakAnomalies:

@@ -193,6 +193,20 @@ def test_quality_labelled_regime_tests_every_share_on_one_test_set(
     assert Image.open(tmp_path / "curve.png").size == (1080, 408)
 
 
+def test_labelled_runs_with_fewer_shares_test_on_the_tables_images(benchmark):
+    quality = benchmark("quality")
+    split = {
+        "train_paths": ["normal.png"],
+        "test_paths": [f"{i:02d}.png" for i in range(40)],
+        "test_labels": [1] * 20 + [-1] * 20,
+        "test_categories": ["good"] * 20 + ["crack"] * 10 + ["blowhole"] * 10,
+    }
+    tables = quality.labelled_test_set(split, [0, 0.05, 0.2], seed=1)["test_paths"]
+    assert len(tables) == 36  # 20 % of each defect type moved into training
+    assert quality.labelled_test_set(split, [0, 0.05], seed=1)["test_paths"] == tables
+    assert len(quality.labelled_test_set(split, [0.5], seed=1)["test_paths"]) == 30
+
+
 def test_leave_one_type_out_compares_with_one_unsupervised_fit_on_the_same_images(
     benchmark, tiny_mvtec, tmp_path, capsys
 ):
@@ -264,9 +278,23 @@ def test_scaling_measures_every_method_in_a_fresh_process(benchmark, tiny_mtd, t
     assert "scoring time at 12 images / at 4" in capsys.readouterr().out
 
 
-def test_resources_time_one_training_step_per_step_size(benchmark):
-    rows = dict(benchmark("resources").step_cost(epochs=1, n_images=32, profile=False))
-    assert set(rows) == set(benchmark("resources").STEP_VARIANTS)
-    # A step of half the patches costs less than a default one; a hidden layer twice as wide, more.
-    default = rows["defaults (hidden width 512, 1/8 of the patches)"]
-    assert 0 < rows["1/16 of the patches"] < default < rows["hidden width 1,024 (the default before 0.3)"]
+def test_resources_time_one_training_step_per_step_size(benchmark, monkeypatch):
+    import sksimplenet.training
+
+    resources = benchmark("resources")
+    trained = []  # (hidden width, patch fraction, epochs) of each training run
+    train = sksimplenet.training.train_discriminator
+
+    def recorded(features, scaler, adaptor, discriminator, settings, **kwargs):
+        trained.append((discriminator.body[0].out_features, settings.patch_fraction, settings.epochs))
+        return train(features, scaler, adaptor, discriminator, settings, **kwargs)
+
+    monkeypatch.setattr(sksimplenet.training, "train_discriminator", recorded)
+    rows = dict(resources.step_cost(epochs=1, n_images=32, profile=False))
+    assert list(rows) == list(resources.STEP_VARIANTS) and all(isinstance(ms, float) for ms in rows.values())
+    # Each variant: a warm-up epoch, then one epoch and 1 + epochs (timed as a difference).
+    assert trained == [(512, 0.125, 1), (512, 0.125, 1), (512, 0.125, 2)] + [
+        (1024, 0.125, 1),
+        (1024, 0.125, 1),
+        (1024, 0.125, 2),
+    ] + [(512, 0.0625, 1), (512, 0.0625, 1), (512, 0.0625, 2)]

@@ -40,6 +40,18 @@ def _features(seed=0):
     return (torch.randn(12, 4, 4, 8, generator=generator) * 0.1 + 1.0).half()
 
 
+def test_settings_come_from_a_detectors_parameters():
+    from sksimplenet import SimpleNetDetector
+
+    params = SimpleNetDetector(sigma=[0.1, 0.2], batch_size=8, weight_averaging=None).get_params()
+    settings = TrainingSettings.from_params(params, epochs=3, seed=5)
+    assert settings.sigma == (0.1, 0.2) and settings.batch_size == 8 and settings.weight_averaging is None
+    assert (settings.epochs, settings.seed, settings.patch_fraction) == (3, 5, params["patch_fraction"])
+    without_margin = {name: value for name, value in params.items() if name != "margin"}
+    with pytest.raises(KeyError, match="margin"):
+        TrainingSettings.from_params(without_margin, epochs=1, seed=0)
+
+
 def test_loss_falls_when_noise_is_distinguishable():
     history = _train(_features(), _parts(), epochs=60, sigma=1.0, adaptor_lr=3e-3, discriminator_lr=3e-3)
     assert len(history.loss) == 60
