@@ -1,8 +1,10 @@
 """The backbone's arithmetic precision: ``"float32"``, ``"bfloat16"``, ``"float16"`` or ``"auto"``.
 
 Reduced precision runs the frozen backbone under :func:`torch.autocast`; everything after
-it (patch embedding, adaptor, discriminator, maps) stays float32. It is fast only where the
-hardware computes in that type natively:
+it (patch embedding, adaptor, discriminator, maps) stays float32. Separately,
+``training_precision`` runs the discriminator's layers of ``fit``'s training steps under
+autocast (:func:`training_dtype`); the weights, the optimiser and the scoring stay float32.
+Reduced precision is fast only where the hardware computes in that type natively:
 
 - CPU: bfloat16 needs AVX512-BF16 or AMX-BF16 (x86) or the BF16 extension (Arm);
   float16 needs AVX512-FP16 or AMX-FP16. Without them PyTorch emulates the type, and
@@ -25,6 +27,9 @@ from types import MappingProxyType
 import torch
 
 PRECISIONS = ("float32", "bfloat16", "float16", "auto")
+#: What ``training_precision`` accepts: float16 is left out, since its gradients underflow
+#: without loss scaling.
+TRAINING_PRECISIONS = ("float32", "bfloat16", "auto")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # CPU capability flags (torch's names) any one of which computes the type natively.
 _CPU_FEATURES = {
@@ -111,3 +116,16 @@ def backbone_dtype(precision: str, device: torch.device) -> torch.dtype:
             stacklevel=3,
         )
     return dtype
+
+
+def training_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The dtype the discriminator's training steps compute in for ``training_precision``.
+
+    ``"auto"`` is bfloat16 where ``device`` computes it natively (a CPU with AVX512-BF16,
+    AMX-BF16 or Arm's BF16; CUDA from compute capability 8.0) and float32 elsewhere. An
+    explicit ``"bfloat16"`` the device lacks warns as :func:`backbone_dtype` does.
+    """
+    if precision == "auto":
+        native = device.type in ("cpu", "cuda") and missing_feature(torch.bfloat16, device) is None
+        return torch.bfloat16 if native else torch.float32
+    return backbone_dtype(precision, device)

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .networks import add_gaussian_noise, truncated_l1_loss
+from .precision import training_dtype
 
 _VALIDATION_PATCHES = 16384  # held-out patches scored per epoch: a fixed, seeded subset
 
@@ -59,6 +60,10 @@ class TrainingSettings:
     synthetic_share : float
         Synthetic anomalous features per step, as a share of the step's normal patches
         (used only when synthetic features are given).
+    precision : {"float32", "bfloat16", "auto"}
+        Arithmetic of the discriminator in the training steps and the held-out criterion
+        (:func:`sksimplenet.precision.training_dtype`); the weights stay float32, and the
+        BatchNorm pass after training runs in float32, as scoring does.
     seed : int
         Seeds the image order, the patch subsets, the synthetic draws and the noise.
     """
@@ -73,6 +78,7 @@ class TrainingSettings:
     weight_decay: float
     weight_averaging: float | None
     synthetic_share: float
+    precision: str
     seed: int
 
     @classmethod
@@ -83,11 +89,12 @@ class TrainingSettings:
         return cls(
             epochs=epochs,
             sigma=tuple(sigma) if isinstance(sigma, (tuple, list)) else sigma,
+            precision=params["training_precision"],
             seed=seed,
             **{
                 name: params[name]
                 for name in cls.__dataclass_fields__
-                if name not in ("epochs", "sigma", "seed")
+                if name not in ("epochs", "sigma", "precision", "seed")
             },
         )
 
@@ -272,6 +279,7 @@ def train_discriminator(
         If the loss becomes NaN or infinite.
     """
     device = torch.device(device)
+    dtype = training_dtype(settings.precision, device)
     n_images = features.shape[0]
     order_generator = torch.Generator().manual_seed(settings.seed)
     noise_generator = torch.Generator(device=device).manual_seed(settings.seed + 1)
@@ -312,7 +320,15 @@ def train_discriminator(
         for start in range(0, n_images, batch_size):
             normal, synthetic = steps.patches(order[start : start + batch_size], selector=selector)
             normal_scores, anomalous_scores = _discriminate(
-                normal, synthetic, scaler, adaptor, discriminator, settings.sigma, noise_generator, device
+                normal,
+                synthetic,
+                scaler,
+                adaptor,
+                discriminator,
+                settings.sigma,
+                noise_generator,
+                device,
+                dtype,
             )
             loss = truncated_l1_loss(normal_scores, anomalous_scores, settings.margin)
             optimizer.zero_grad(set_to_none=True)
@@ -339,6 +355,7 @@ def train_discriminator(
                     sigma=settings.sigma,
                     margin=settings.margin,
                     seed=settings.seed,
+                    dtype=dtype,
                 )
             history.validation.append(held_out)
         if progress:
@@ -403,6 +420,7 @@ def validation_loss(
     margin: float,
     seed: int,
     max_patches: int = _VALIDATION_PATCHES,
+    dtype: torch.dtype = torch.float32,
 ) -> float:
     """Held-out criterion: the truncated L1 loss on held-out normal patches against copies
     noised at **half** the training ``sigma``.
@@ -418,6 +436,8 @@ def validation_loss(
     ----------
     features : Tensor, shape (n_images, h, w, feature_dim)
         Held-out normal images' patch features.
+    dtype : torch.dtype
+        The discriminator's arithmetic, that of the training steps.
 
     Returns
     -------
@@ -437,7 +457,7 @@ def validation_loss(
     discriminator.train()
     try:
         normal_scores, anomalous_scores = _discriminate(
-            patches, None, scaler, adaptor, discriminator, half, noise_generator, device
+            patches, None, scaler, adaptor, discriminator, half, noise_generator, device, dtype
         )
         return float(truncated_l1_loss(normal_scores, anomalous_scores, margin))
     finally:
@@ -453,12 +473,16 @@ def _batch_norms(module: nn.Module) -> list[nn.Module]:
     return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
-def _discriminate(patches, synthetic, scaler, adaptor, discriminator, sigma, generator, device):
+def _discriminate(
+    patches, synthetic, scaler, adaptor, discriminator, sigma, generator, device, dtype=torch.float32
+):
     """Discriminator outputs for adapted patches ``q`` and for anomalous features: their noised
     copies ``q⁻`` and, when given, the adapted ``synthetic`` features.
 
     Everything passes in one batch, as in the official code, so BatchNorm's statistics cover
-    it all; the statistics pass after training must see exactly what training saw.
+    it all; the statistics pass after training must see exactly what training saw. With a
+    reduced ``dtype`` the discriminator runs under :func:`torch.autocast` (its hidden layer is
+    most of a step's cost); the adaptor, the noise and the scores stay float32.
 
     Returns
     -------
@@ -469,7 +493,8 @@ def _discriminate(patches, synthetic, scaler, adaptor, discriminator, sigma, gen
     parts = [normal, add_gaussian_noise(normal, sigma, generator)]
     if synthetic is not None:
         parts.append(adaptor(scaler(synthetic.to(device, non_blocking=True).float())))
-    scores = discriminator(torch.cat(parts))
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+        scores = discriminator(torch.cat(parts)).float()
     return scores[: len(normal)], scores[len(normal) :]
 
 

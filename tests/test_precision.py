@@ -8,7 +8,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from sksimplenet import SimpleNetDetector, load, precision, save
-from sksimplenet.precision import backbone_dtype, missing_feature
+from sksimplenet.precision import backbone_dtype, missing_feature, training_dtype
 
 from .conftest import FAST
 
@@ -37,6 +37,30 @@ def test_auto_picks_bfloat16_only_on_a_cpu_with_native_bfloat16(cpu_with):
     assert backbone_dtype("auto", CPU) == torch.float32
     assert backbone_dtype("auto", torch.device("cuda")) == torch.float16
     assert backbone_dtype("auto", torch.device("mps")) == torch.float32
+
+
+def test_training_steps_use_bfloat16_only_where_it_is_native(cpu_with):
+    cpu_with("avx512_bf16")
+    assert training_dtype("auto", CPU) == torch.bfloat16
+    assert training_dtype("float32", CPU) == torch.float32
+    cpu_with("avx2")
+    assert training_dtype("auto", CPU) == torch.float32  # never an emulated type unasked
+    assert training_dtype("auto", torch.device("mps")) == torch.float32
+    with pytest.warns(UserWarning, match="precision='bfloat16' on a CPU without AVX512-BF16"):
+        assert training_dtype("bfloat16", CPU) == torch.bfloat16
+
+
+def test_training_in_bfloat16_learns_the_same_detector(stripes):
+    images, labels, _ = stripes
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # emulated bfloat16 on CPUs without it
+        reduced = SimpleNetDetector(**FAST, training_precision="bfloat16").fit(images[:20])
+    full = SimpleNetDetector(**FAST, training_precision="float32").fit(images[:20])
+    assert reduced.loss_history_ != full.loss_history_  # the steps did run in bfloat16
+    assert reduced.model_.discriminator.head.weight.dtype == torch.float32  # the weights did not
+    anomalous = labels[20:] == -1
+    auroc = [roc_auc_score(anomalous, -d.score_samples(images[20:])) for d in (reduced, full)]
+    assert min(auroc) >= 0.9 and abs(auroc[0] - auroc[1]) <= 0.05
 
 
 def test_missing_native_support_is_named_and_warned_once(cpu_with):

@@ -25,6 +25,7 @@ def _settings(**changes):
         weight_decay=1e-5,
         weight_averaging=None,
         synthetic_share=0.5,
+        precision="float32",
         seed=0,
     )
     return TrainingSettings(**{**values, **changes})
