@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors import safe_open
 from safetensors.torch import save_file
+from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from torch import nn
 
@@ -302,6 +303,20 @@ def test_files_from_before_count_padding_keep_the_rule_they_were_fitted_with(str
     older.model_.count_padding = True
     older.model_.eval()
     assert np.abs(older.score_samples(images[30:36]) - inside_only.score_samples(images[30:36])).max() > 1e-4
+
+
+def test_files_from_before_training_precision_refit_in_float32(model_file, tmp_path):
+    older = load(
+        rewrite(
+            model_file,
+            tmp_path / "older.safetensors",
+            edit_header=lambda header: header["params"].pop("training_precision"),
+        )
+    )
+    # Models saved before the parameter were trained in float32; a clone refits them so.
+    assert older.training_precision == "float32"
+    assert clone(older).get_params()["training_precision"] == "float32"
+    assert load(model_file).training_precision == "auto"
 
 
 def test_unknown_parameter(model_file, tmp_path):
