@@ -58,7 +58,8 @@ def model_card(detector) -> str:
     Returns
     -------
     str
-        One ``name: value`` line each for the backbone, its layers, weights and precision, the input
+        One ``name: value`` line each for the backbone, its layers, weights and precision, the
+        training steps' precision, the input
         size, the patch-feature shape, the number of training images (and of labelled anomalies
         learned from) and epochs, the number
         of held-out images, the final training loss and held-out criterion, the decision
@@ -78,6 +79,7 @@ def model_card(detector) -> str:
         ("layers", ", ".join(detector.model_.extractor.layers)),
         ("weights", _describe_weights(detector)),
         ("precision", _describe_precision(detector)),
+        ("training precision", f"{detector.training_precision} ({detector.training_dtype_} when fitted)"),
         (
             "input size",
             f"{_size(detector.input_size_)} (resize={_size(detector.resize)}, "

@@ -39,7 +39,7 @@ from .cache import FeatureCache
 from .image_io import as_image_list, crop_box, image_size, size_pair, to_original_size
 from .inference import batch_size_for, image_batches, score_images, scores_from_features
 from .model import SimpleNetModel, make_model
-from .precision import PRECISIONS, TRAINING_PRECISIONS
+from .precision import PRECISIONS, TRAINING_PRECISIONS, training_dtype
 from .provenance import training_files
 from .synthesis import DefectFeatures
 from .training import TrainingSettings, train_discriminator
@@ -280,6 +280,8 @@ FITTED_ATTRIBUTES = {
     # Models fitted before fit learned from labelled anomalies learned from none.
     "n_labelled_anomalies_": FittedAttribute(Number(Integral, 0, None, closed="left"), lambda a: 0),
     "n_labelled_masks_": FittedAttribute(Number(Integral, 0, None, closed="left"), lambda a: 0),
+    # Models fitted before training_precision existed trained in float32.
+    "training_dtype_": FittedAttribute(StrOptions({"float32", "bfloat16"}), lambda a: "float32"),
     "threshold_": FittedAttribute(FINITE, REQUIRED),
     "pixel_threshold_": FittedAttribute(
         Rule(lambda v: v is None or FINITE.is_satisfied_by(v), "None or a finite number"), lambda a: None
@@ -562,6 +564,9 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         ``labelled_anomalies="ignore"``).
     n_labelled_masks_ : int
         How many of those had a mask (the others were learned from by their label alone).
+    training_dtype_ : {"float32", "bfloat16"}
+        What the training steps computed in: ``training_precision`` as resolved on the
+        machine and device that fitted.
     feature_shape_ : tuple of int
         ``(h, w, feature_dim)`` of the patch features of one image.
     input_size_ : tuple of int
@@ -779,6 +784,7 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
             held_out_indices_=list(held_out),
             n_labelled_anomalies_=len(learned),
             n_labelled_masks_=len(roles.masked),
+            training_dtype_=str(training_dtype(self.training_precision, device)).removeprefix("torch."),
             threshold_=threshold,
             pixel_threshold_=None,
             calibration_=_quantile_record(contamination, len(calibration), source),

@@ -41,6 +41,7 @@ def test_summary_of_a_named_backbone(images):
         "layers",
         "weights",
         "precision",
+        "training precision",
         "input size",
         "feature shape",
         "training images",
@@ -56,6 +57,7 @@ def test_summary_of_a_named_backbone(images):
     assert fields["layers"] == "layer2, layer3"
     assert fields["weights"] == "None (random initialisation)"
     assert fields["precision"] == "float32"
+    assert fields["training precision"] == f"auto ({detector.training_dtype_} when fitted)"
     assert fields["input size"] == "64 x 64 (resize=64, crop_size=None)"
     assert fields["feature shape"] == "8 x 8 x 384 (h x w x channels)"  # 128 + 256 channels at stride 8
     assert fields["training images"] == "5" and fields["held-out images"] == "1"

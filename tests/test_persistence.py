@@ -305,16 +305,19 @@ def test_files_from_before_count_padding_keep_the_rule_they_were_fitted_with(str
     assert np.abs(older.score_samples(images[30:36]) - inside_only.score_samples(images[30:36])).max() > 1e-4
 
 
-def test_files_from_before_training_precision_refit_in_float32(model_file, tmp_path):
+def test_files_from_before_training_precision_say_and_refit_float32(model_file, tmp_path):
     older = load(
         rewrite(
             model_file,
             tmp_path / "older.safetensors",
-            edit_header=lambda header: header["params"].pop("training_precision"),
+            edit_header=lambda header: (
+                header["params"].pop("training_precision"),
+                header["fitted"].pop("training_dtype_"),
+            ),
         )
     )
     # Models saved before the parameter were trained in float32; a clone refits them so.
-    assert older.training_precision == "float32"
+    assert older.training_precision == "float32" and older.training_dtype_ == "float32"
     assert clone(older).get_params()["training_precision"] == "float32"
     assert load(model_file).training_precision == "auto"
 

@@ -57,6 +57,7 @@ def test_training_in_bfloat16_learns_the_same_detector(stripes):
         reduced = SimpleNetDetector(**FAST, training_precision="bfloat16").fit(images[:20])
     full = SimpleNetDetector(**FAST, training_precision="float32").fit(images[:20])
     assert reduced.loss_history_ != full.loss_history_  # the steps did run in bfloat16
+    assert (reduced.training_dtype_, full.training_dtype_) == ("bfloat16", "float32")
     assert reduced.model_.discriminator.head.weight.dtype == torch.float32  # the weights did not
     anomalous = labels[20:] == -1
     auroc = [roc_auc_score(anomalous, -d.score_samples(images[20:])) for d in (reduced, full)]
