@@ -39,7 +39,7 @@ from .cache import FeatureCache
 from .image_io import as_image_list, crop_box, image_size, size_pair, to_original_size
 from .inference import batch_size_for, image_batches, score_images, scores_from_features
 from .model import SimpleNetModel, make_model
-from .precision import PRECISIONS, TRAINING_PRECISIONS, training_dtype
+from .precision import PRECISIONS, TRAINING_PRECISIONS
 from .provenance import training_files
 from .synthesis import DefectFeatures
 from .training import TrainingSettings, train_discriminator
@@ -784,7 +784,7 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
             held_out_indices_=list(held_out),
             n_labelled_anomalies_=len(learned),
             n_labelled_masks_=len(roles.masked),
-            training_dtype_=str(training_dtype(self.training_precision, device)).removeprefix("torch."),
+            training_dtype_=history.dtype,
             threshold_=threshold,
             pixel_threshold_=None,
             calibration_=_quantile_record(contamination, len(calibration), source),

@@ -28,10 +28,13 @@ class TrainingHistory:
     validation : list of float
         Held-out criterion of each epoch (see :func:`validation_loss`); empty when no
         held-out features were given.
+    dtype : {"float32", "bfloat16"}
+        What the steps computed in: ``settings.precision`` resolved for the device.
     """
 
     loss: list[float] = field(default_factory=list)
     validation: list[float] = field(default_factory=list)
+    dtype: str = "float32"
 
 
 @dataclass(frozen=True)
@@ -306,7 +309,7 @@ def train_discriminator(
         averager = _WeightAverage(parameters, settings.weight_averaging)
     adaptor.train()
     discriminator.train()
-    history = TrainingHistory()
+    history = TrainingHistory(dtype=str(dtype).removeprefix("torch."))
     epoch_range = range(settings.epochs)
     if progress:
         from tqdm.auto import tqdm
