@@ -377,6 +377,7 @@ STEP_VARIANTS = {
     "defaults (hidden width 512, 1/8 of the patches)": {},
     "hidden width 1,024 (the default before 0.3)": {"hidden_dim": 1024},
     "1/16 of the patches": {"patch_fraction": 0.0625},
+    "float32 steps (training_precision='float32')": {"training_precision": "float32"},
 }
 
 
@@ -394,32 +395,26 @@ def step_cost(epochs: int = 8, n_images: int = 200, profile: bool = True) -> lis
     features = torch.randn(n_images, 28, 28, width, generator=generator).half()
     synthetic = torch.randn(20_000, width, generator=generator).half()
 
-    def train(n_epochs: int, hidden_dim: int, patch_fraction: float) -> None:
-        settings = TrainingSettings.from_params(
-            {**defaults, "patch_fraction": patch_fraction}, epochs=n_epochs, seed=0
-        )
+    def train(n_epochs: int, change: dict) -> None:
+        params = {**defaults, **change}
+        settings = TrainingSettings.from_params(params, epochs=n_epochs, seed=0)
         networks = (
             FeatureScaler(width),
             Adaptor(width, bias=False, init="identity"),
-            Discriminator(width, hidden_dim),
+            Discriminator(width, params["hidden_dim"]),
         )
         train_discriminator(features, *networks, settings, synthetic_features=synthetic, device="cpu")
 
     steps = epochs * -(-n_images // defaults["batch_size"])
     rows = []
     for label, change in STEP_VARIANTS.items():
-        config = {
-            "hidden_dim": defaults["hidden_dim"],
-            "patch_fraction": defaults["patch_fraction"],
-            **change,
-        }
-        train(1, **config)  # warm-up
+        train(1, change)  # warm-up
         # A run of one epoch and one of 1 + epochs: their difference is the steps alone, without
         # the set-up and the BatchNorm pass over every patch that both runs end with.
         start = time.perf_counter()
-        train(1, **config)
+        train(1, change)
         middle = time.perf_counter()
-        train(1 + epochs, **config)
+        train(1 + epochs, change)
         end = time.perf_counter()
         rows.append((label, 1000 * ((end - middle) - (middle - start)) / steps))
     if profile:
@@ -427,7 +422,7 @@ def step_cost(epochs: int = 8, n_images: int = 200, profile: bool = True) -> lis
         from torch.profiler import profile as profiler
 
         with profiler(activities=[ProfilerActivity.CPU]) as recorded:
-            train(1, defaults["hidden_dim"], defaults["patch_fraction"])
+            train(1, {})
         print(recorded.key_averages().table(sort_by="self_cpu_time_total", row_limit=8))
     return rows
 

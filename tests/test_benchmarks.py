@@ -282,19 +282,26 @@ def test_resources_time_one_training_step_per_step_size(benchmark, monkeypatch):
     import sksimplenet.training
 
     resources = benchmark("resources")
-    trained = []  # (hidden width, patch fraction, epochs) of each training run
+    trained = []  # (hidden width, patch fraction, precision, epochs) of each training run
     train = sksimplenet.training.train_discriminator
 
     def recorded(features, scaler, adaptor, discriminator, settings, **kwargs):
-        trained.append((discriminator.body[0].out_features, settings.patch_fraction, settings.epochs))
+        trained.append(
+            (discriminator.body[0].out_features, settings.patch_fraction, settings.precision, settings.epochs)
+        )
         return train(features, scaler, adaptor, discriminator, settings, **kwargs)
 
     monkeypatch.setattr(sksimplenet.training, "train_discriminator", recorded)
     rows = dict(resources.step_cost(epochs=1, n_images=32, profile=False))
     assert list(rows) == list(resources.STEP_VARIANTS) and all(isinstance(ms, float) for ms in rows.values())
     # Each variant: a warm-up epoch, then one epoch and 1 + epochs (timed as a difference).
-    assert trained == [(512, 0.125, 1), (512, 0.125, 1), (512, 0.125, 2)] + [
-        (1024, 0.125, 1),
-        (1024, 0.125, 1),
-        (1024, 0.125, 2),
-    ] + [(512, 0.0625, 1), (512, 0.0625, 1), (512, 0.0625, 2)]
+    assert trained == [
+        (width, fraction, precision, epochs)
+        for width, fraction, precision in [
+            (512, 0.125, "auto"),
+            (1024, 0.125, "auto"),
+            (512, 0.0625, "auto"),
+            (512, 0.125, "float32"),
+        ]
+        for epochs in (1, 1, 2)
+    ]
