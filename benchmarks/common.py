@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import copy
 from pathlib import Path
 from unittest import mock
@@ -11,6 +12,7 @@ import numpy as np
 import torch
 
 import sksimplenet.backbones
+import sksimplenet.detector
 from sksimplenet.backbones import build_feature_extractor
 from sksimplenet.datasets import load_mtd, load_mvtec
 from sksimplenet.features import embed_patches
@@ -134,3 +136,104 @@ def parse_settings(items: list[str]) -> dict:
         except (ValueError, SyntaxError):
             settings[name] = text
     return settings
+
+
+class Int8Body(torch.nn.Module):
+    """A backbone body quantised to int8 on its first call, for measuring int8 inference.
+
+    Post-training static quantisation with ``torch.ao.quantization``'s FX mode (x86 backend:
+    int8 weights per output channel, activations per tensor), calibrated on the first batch it
+    is called with: in ``fit``, the first training images. Not something the package offers
+    (``precision`` has no int8; docs/performance.md says why): it only lets ``precision.py``
+    and ``speed.py`` measure what int8 would give. The quantised graph is fixed to the first
+    batch's image size, since EfficientNet-Lite's same-padding convolutions become plain ones.
+
+    Parameters
+    ----------
+    body : nn.Module
+        A :class:`~sksimplenet.backbones.FeatureExtractor`'s ``body``: normalised images
+        ``(n, 3, H, W)`` → ``{layer: (n, c, h, w)}``.
+    """
+
+    def __init__(self, body: torch.nn.Module):
+        super().__init__()
+        self.float_body = body
+        self.quantised = None
+        self.size = None
+
+    def forward(self, images: torch.Tensor) -> dict:
+        import warnings
+
+        from torch.ao.quantization import get_default_qconfig_mapping
+        from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+        if self.quantised is None:
+            torch.backends.quantized.engine = "x86"
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # FX quantisation is deprecated in favour of torchao
+                body = static_same_padding(self.float_body, images[:1])
+                prepared = prepare_fx(body.eval(), get_default_qconfig_mapping("x86"), (images[:1],))
+                prepared(images)  # calibration: the activations' ranges
+                self.quantised = convert_fx(prepared)
+            self.size = tuple(images.shape[-2:])
+        if tuple(images.shape[-2:]) != self.size:
+            raise ValueError(f"quantised for {self.size} images, got {tuple(images.shape[-2:])}")
+        return self.quantised(images)
+
+
+def static_same_padding(body: torch.nn.Module, example: torch.Tensor) -> torch.nn.Module:
+    """A copy of ``body`` in which every EfficientNet-Lite same-padding convolution is a plain
+    ``nn.Conv2d`` (after an ``nn.ZeroPad2d`` where the padding is asymmetric) with the padding
+    it computes for ``example``'s image size: the same outputs at that size, and a graph
+    torch.fx's quantisation can trace. Bodies without them are copied unchanged."""
+    from sksimplenet._efficientnet_lite import SamePaddingConv2d
+
+    body = copy.deepcopy(body)
+    sizes = {}
+
+    def record(name):
+        def hook(_module, args):
+            sizes.setdefault(name, args[0].shape[-2:])
+
+        return hook
+
+    hooks = [
+        module.register_forward_pre_hook(record(name))
+        for name, module in body.named_modules()
+        if isinstance(module, SamePaddingConv2d)
+    ]
+    with torch.no_grad():
+        body(example)
+    for hook in hooks:
+        hook.remove()
+    for name, size in sizes.items():
+        same = body.get_submodule(name)
+        pads = []
+        for length, kernel, stride in zip(reversed(size), reversed(same.kernel_size), reversed(same.stride)):
+            total = max(((length + stride - 1) // stride - 1) * stride + kernel - length, 0)
+            pads += [total // 2, total - total // 2]
+        symmetric = pads[0] == pads[1] and pads[2] == pads[3]
+        conv = torch.nn.Conv2d(
+            same.in_channels, same.out_channels, same.kernel_size, same.stride,
+            (pads[2], pads[0]) if symmetric else 0, same.dilation, same.groups, same.bias is not None,
+        )  # fmt: skip
+        conv.load_state_dict(same.state_dict())
+        plain = conv if symmetric else torch.nn.Sequential(torch.nn.ZeroPad2d(pads), conv)
+        parent, _, leaf = name.rpartition(".")
+        setattr(body.get_submodule(parent), leaf, plain)
+    return body
+
+
+@contextlib.contextmanager
+def int8_backbones():
+    """Within the block, every detector's backbone body is wrapped in :class:`Int8Body`: its
+    fit calibrates and extracts features in int8, and it scores in int8."""
+    build = sksimplenet.detector.build_feature_extractor
+
+    def build_int8(*args, **kwargs):
+        extractor = build(*args, **kwargs)
+        extractor.body = Int8Body(extractor.body)
+        return extractor
+
+    with mock.patch.object(sksimplenet.detector, "build_feature_extractor", build_int8):
+        yield

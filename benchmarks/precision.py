@@ -13,21 +13,28 @@ It prints the CPU and its flags that matter (AVX512-BF16, AMX-BF16, AVX512-FP16,
 AMX-FP16) and what ``precision="auto"`` resolves to here. Precisions this CPU only
 emulates are skipped (pass ``--emulated`` to include them: 20-30 times slower).
 
+``--precisions int8`` also measures an int8 backbone, which ``precision`` does not offer
+(``common.Int8Body``: post-training static quantisation, calibrated on the first batch of
+training images, used in fit's feature extraction and in scoring alike): what it would cost
+in AUROC and gain in speed.
+
 Usage::
 
     python benchmarks/precision.py                      # mtd, seeds 0 1 2
     python benchmarks/precision.py --seeds 0 --rounds 3 --datasets elpv
+    python benchmarks/precision.py --precisions bfloat16 int8   # and the int8 backbone
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 
 import numpy as np
 import torch
-from common import parse_settings
+from common import Int8Body, int8_backbones, parse_settings
 from quality import run
 from timing import briefly_fitted, table
 
@@ -48,7 +55,19 @@ def precisions_to_measure(emulated: bool, names: list[str]) -> list[str]:
             chosen.append(name)
         else:
             print(f"skipping {name}: this CPU lacks {missing} (emulated; --emulated to include it)")
+    if "int8" in names:
+        if "x86" in torch.backends.quantized.supported_engines:
+            chosen.append("int8")
+        else:
+            print("skipping int8: this PyTorch has no x86 quantised kernels")
     return chosen
+
+
+def use_precision(detector, precision: str, bodies: dict) -> None:
+    """Score ``detector`` in ``precision``; ``"int8"``: in float32 with the backbone body
+    ``bodies["int8"]`` (an :class:`common.Int8Body`), otherwise with ``bodies["float"]``."""
+    detector.model_.extractor.body = bodies["int8" if precision == "int8" else "float"]
+    detector.set_params(precision="float32" if precision == "int8" else precision)
 
 
 def quality(datasets: list[str], seeds: list[int], precisions: list[str], settings: dict) -> None:
@@ -57,8 +76,10 @@ def quality(datasets: list[str], seeds: list[int], precisions: list[str], settin
         for seed in seeds:
             results = {}
             for precision in precisions:
-                params = {"backbone": "efficientnet_lite0", **settings, "precision": precision}
-                results[precision] = run(dataset, seed, params, reference=False)
+                params = {"backbone": "efficientnet_lite0", **settings}
+                params["precision"] = "float32" if precision == "int8" else precision
+                with int8_backbones() if precision == "int8" else contextlib.nullcontext():
+                    results[precision] = run(dataset, seed, params, reference=False)
             base = results["float32"]
             for precision, row in results.items():
                 pixel = row["pixel_auroc"]
@@ -87,12 +108,15 @@ def speed(backbones: list[str], precisions: list[str], batch: int, rounds: int) 
     rows = []
     for backbone in backbones:
         detector = briefly_fitted(images, backbone, weights=None)
+        float_body = detector.model_.extractor.body
+        bodies = {"float": float_body, "int8": Int8Body(float_body)}
         times = {precision: [] for precision in precisions}
-        for precision in precisions:  # warm-up
-            detector.set_params(precision=precision).anomaly_map(images, return_scores=True)
+        for precision in precisions:  # warm-up (int8: calibration on these images)
+            use_precision(detector, precision, bodies)
+            detector.anomaly_map(images, return_scores=True)
         for _ in range(rounds):
             for precision in precisions:
-                detector.set_params(precision=precision)
+                use_precision(detector, precision, bodies)
                 start = time.perf_counter()
                 detector.anomaly_map(images, return_scores=True)
                 times[precision].append(time.perf_counter() - start)
@@ -115,7 +139,11 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--emulated", action="store_true", help="also run precisions this CPU emulates")
     parser.add_argument(
-        "--precisions", nargs="+", default=list(REDUCED), help="reduced precisions to compare with float32"
+        "--precisions",
+        nargs="+",
+        default=list(REDUCED),
+        choices=[*REDUCED, "int8"],
+        help="reduced precisions to compare with float32 (int8: a quantised backbone, not offered)",
     )
     parser.add_argument("--skip-quality", action="store_true", help="speed only")
     parser.add_argument(

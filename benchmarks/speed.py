@@ -43,7 +43,8 @@ The official code imports packages this one does not need; install them apart::
 (d) Levers of the scoring path (``--parts d``; no official checkout needed): part (c)'s
 detector scores 32 images per call at each batch size of a network pass (4, 8, 16, 32) in
 each ``--precisions``, then with its backbone under ``torch.compile`` (inductor with
-freezing, batch 8). Beside
+freezing, batch 8), then with an int8 backbone (``common.Int8Body``, post-training static
+quantisation calibrated on the first batch; not a ``precision`` the package offers). Beside
 images/s it prints the backbone's multiply-adds per second (counted by
 ``torch.utils.flop_counter``) as a share of what one 2048 × 2048 matrix product reaches in
 the same arithmetic on the same threads: how much a faster backbone path could still gain.
@@ -70,7 +71,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchvision
-from common import library_backbone, plain_layout
+from common import Int8Body, library_backbone, plain_layout
 from PIL import Image
 from timing import add_common_arguments, briefly_fitted, configure_threads, interleaved, machine, table
 
@@ -437,9 +438,10 @@ def matmul_rate(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float
 
 def levers(args, rounds: int, compile_backbone: bool = True) -> list[dict]:
     """(d) Each lever of the scoring path of part (c)'s detector, in one run: the batch size of a
-    network pass, ``torch.compile`` of the backbone (unless not ``compile_backbone``), and the
+    network pass, ``torch.compile`` of the backbone (unless not ``compile_backbone``), an int8
+    backbone (:class:`common.Int8Body`, which ``precision`` does not offer), and the
     backbone's multiply-adds per second against a large matrix product's in the same
-    arithmetic. Returns the rows printed, as dicts."""
+    arithmetic (float32 and bfloat16 only). Returns the rows printed, as dicts."""
     from torch.utils.flop_counter import FlopCounterMode
 
     n_images = 32
@@ -492,13 +494,26 @@ def levers(args, rounds: int, compile_backbone: bool = True) -> list[dict]:
         kind = f"torch.compile ({first_call:.0f} s first call, max |score difference| {difference:.1e})"
         rows.append({"precision": precision, "batch": 8, "backbone": kind, "seconds": value})
 
+    # An int8 backbone, calibrated on the first batch it scores; the head stays float32.
+    float_body = model.extractor.body
+    reference = scoring("float32", 8)()[1]
+    model.extractor.body = Int8Body(float_body)
+    try:
+        difference = float(np.abs(scoring("float32", 8)()[1] - reference).max())
+        value = interleaved({"int8": scoring("float32", 8)}, rounds, warmup=0)["int8"]
+    finally:
+        model.extractor.body = float_body
+    kind = f"int8, static quantisation (max |score difference| {difference:.1e})"
+    rows.append({"precision": "int8", "batch": 8, "backbone": kind, "seconds": value})
+
     rates = {
         precision: matmul_rate(backbone_dtype(precision, torch.device("cpu"))) for precision in precisions
     }
     for row in rows:
         row["images_per_second"] = n_images / row["seconds"]
         row["backbone_gmadd_per_second"] = n_images * backbone_madds / row["seconds"] / 1e9
-        row["share_of_product"] = row["backbone_gmadd_per_second"] / rates[row["precision"]]
+        rate = rates.get(row["precision"])
+        row["share_of_product"] = None if rate is None else row["backbone_gmadd_per_second"] / rate
     print(f"\n(d) levers of the scoring path; CPU: {cpu_model()}")
     print(
         f"{args.backbone} {args.layers}, {n_images} images at {args.size}x{args.size} per call, "
@@ -510,7 +525,7 @@ def levers(args, rounds: int, compile_backbone: bool = True) -> list[dict]:
             row["backbone"],
             f"{row['images_per_second']:.2f}",
             f"{row['backbone_gmadd_per_second']:.0f}",
-            f"{row['share_of_product']:.2f}",
+            "—" if row["share_of_product"] is None else f"{row['share_of_product']:.2f}",
         )
         for row in rows
     ]

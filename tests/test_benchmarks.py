@@ -104,7 +104,8 @@ def test_speed_measures_each_lever_of_the_scoring_path(benchmark, capsys):
         backbone="wide_resnet50_2", layers="layer2,layer3", weights=None, size=32, precisions="float32"
     )
     rows = benchmark("speed").levers(args, rounds=1, compile_backbone=False)
-    assert [(row["precision"], row["batch"]) for row in rows] == [("float32", b) for b in (4, 8, 16, 32)]
+    batches = [("float32", b) for b in (4, 8, 16, 32)] + [("int8", 8)]
+    assert [(row["precision"], row["batch"]) for row in rows] == batches
     assert all(row["images_per_second"] > 0 and row["backbone_gmadd_per_second"] > 0 for row in rows)
     assert "of a 2048² product" in capsys.readouterr().out
 
@@ -144,6 +145,35 @@ def test_precision_compares_precisions_on_a_data_set(benchmark, tiny_mvtec, caps
         + ["--set", "epochs=1", "--set", "resize=(64, 64)"]
     )
     assert "all splits" in capsys.readouterr().out
+
+
+def test_precision_measures_an_int8_backbone_in_fit_and_scoring(benchmark, tiny_mvtec, capsys):
+    benchmark("precision").main(
+        ["--datasets", str(tiny_mvtec), "--seeds", "0", "--skip-speed", "--precisions", "int8"]
+        + ["--set", "epochs=1", "--set", "resize=(64, 64)"]
+    )
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert any(row[2:3] == ["int8"] and 0 <= float(row[3]) <= 1 for row in rows if len(row) > 3)
+
+
+def test_int8_body_computes_same_padding_statically_and_keeps_its_size(benchmark):
+    from sksimplenet.backbones import build_feature_extractor
+
+    common = benchmark("common")
+    body = build_feature_extractor("efficientnet_lite0", None).body
+    images = torch.randn(2, 3, 67, 50)  # odd and even sizes: asymmetric padding at stride 2
+    with torch.no_grad():
+        expected, static = body(images), common.static_same_padding(body, images)(images)
+        assert expected.keys() == static.keys()
+        for name in expected:
+            torch.testing.assert_close(static[name], expected[name], rtol=1e-3, atol=1e-4)
+        int8 = common.Int8Body(body)
+        quantised = int8(images)
+        for name in expected:  # int8 rounding, not another network
+            correlation = torch.corrcoef(torch.stack([quantised[name].flatten(), expected[name].flatten()]))
+            assert correlation[0, 1] > 0.9
+        with pytest.raises(ValueError, match="quantised for"):
+            int8(torch.randn(1, 3, 64, 64))
 
 
 def test_gpu_runs_its_parts_on_the_cpu_when_asked(benchmark, capsys):
