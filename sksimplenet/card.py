@@ -44,7 +44,9 @@ def describe_labelled_anomalies(detector) -> str:
         return "none (trained on normal images only)"
     n_masks = getattr(detector, "n_labelled_masks_", 0)
     images = f"{n_images} image{'s' if n_images > 1 else ''}"
-    return f"{images} ({n_masks} with masks, {n_images - n_masks} by label only)"
+    both = n_masks and getattr(detector, "labelled_anomalies", "learn") == "learn_both"
+    with_masks = f"{n_masks} with masks{', also trained by image' if both else ''}"
+    return f"{images} ({with_masks}, {n_images - n_masks} by label only)"
 
 
 def model_card(detector) -> str:

@@ -14,7 +14,8 @@ and, from the images labelled anomalous, the features training uses as real defe
   :data:`MASK_COVERAGE` inside the mask (the mask preprocessed like its image);
 - **without a mask**: the images themselves, for multiple-instance learning
   (:class:`~sksimplenet.training.WeakAnomalies`): each step takes the least normal
-  positions of a few of them.
+  positions of a few of them. With ``masked_as_images`` the images with a mask are taken
+  this way too, beside their masked positions (``labelled_anomalies="learn_both"``).
 
 Masks are read and checked here, before any feature is computed, so that bad input fails
 fast and names the image (:func:`read_masks`).
@@ -213,7 +214,8 @@ class TrainingSet:
     labelled : Tensor, shape (n, feature_dim), or None
         Features inside the masks of the images labelled anomalous.
     weak : Tensor, shape (n_weak, h, w, feature_dim), or None
-        The rows of the images labelled anomalous without a mask.
+        The rows of the images labelled anomalous that train by multiple-instance learning:
+        those without a mask, and those with one too when ``masked_as_images``.
     outside : Tensor, shape (n, feature_dim), or None
         Features of masked anomalous images far from their masks, trained as normal
         (:data:`OUTSIDE_MASK_MARGIN`).
@@ -305,6 +307,7 @@ def build_training_set(
     resize,
     crop_size,
     defects: DefectFeatures | None,
+    masked_as_images: bool,
 ) -> TrainingSet:
     """Extract every image's patch features into ``cache`` and gather the parts training uses.
 
@@ -326,6 +329,9 @@ def build_training_set(
         The images' preprocessing, applied to the masks too.
     defects : DefectFeatures or None
         Filled with synthetic defects made from the trained images.
+    masked_as_images : bool
+        Whether the images with a mask also train by multiple-instance learning, as the
+        images labelled anomalous without one do.
 
     Raises
     ------
@@ -378,7 +384,10 @@ def build_training_set(
                 far.append(features[row][clear.to(features.device)])
         labelled = torch.cat(chunks)
         outside = torch.cat(far) if far and sum(map(len, far)) else None
+    # The masked rows come right before the rows without a mask: one slice takes both.
     first_weak = first_masked + len(roles.masked)
-    weak = features[first_weak : first_weak + len(roles.weak)] if roles.weak else None
+    first_by_image = first_masked if masked_as_images else first_weak
+    end = first_weak + len(roles.weak)
+    weak = features[first_by_image:end] if end > first_by_image else None
     synthetic = None if defects is None else defects.features()
     return TrainingSet(features, roles, input_size, synthetic, labelled, weak, outside)

@@ -60,6 +60,27 @@ def test_image_labels_alone_raise_image_auroc(noise):
     )
 
 
+def test_learn_both_also_trains_the_masked_images_by_image(noise, monkeypatch):
+    X, y, masks, X_test, y_test, masks_test = noise
+    trained_by_image = {}
+    train = SimpleNetDetector._train
+
+    def spy(self, extractor, data, seed, device):
+        trained_by_image[self.labelled_anomalies] = None if data.weak is None else len(data.weak)
+        return train(self, extractor, data, seed, device)
+
+    monkeypatch.setattr(SimpleNetDetector, "_train", spy)
+    masks_only = SimpleNetDetector(**FIT).fit(X, y, masks=list(masks))
+    both = SimpleNetDetector(**FIT, labelled_anomalies="learn_both").fit(X, y, masks=list(masks))
+    # Every labelled image has a mask: "learn" trains none of them by image, "learn_both" all 12.
+    assert trained_by_image == {"learn": None, "learn_both": 12}
+    assert both.n_labelled_anomalies_ == 12 and both.n_labelled_masks_ == 12
+    assert "12 images (12 with masks, also trained by image, 0 by label only)" in both.summary()
+    assert not np.array_equal(both.score_samples(X_test), masks_only.score_samples(X_test))
+    image, pixel = _quality(both, X_test, y_test, masks_test)
+    assert image > 0.9 and pixel > 0.9
+
+
 def test_no_anomalies_or_ignore_scores_bit_identically(stripes):
     images, labels, masks = stripes
     normal = images[labels == 1]
