@@ -208,10 +208,7 @@ def static_same_padding(body: torch.nn.Module, example: torch.Tensor) -> torch.n
         hook.remove()
     for name, size in sizes.items():
         same = body.get_submodule(name)
-        pads = []
-        for length, kernel, stride in zip(reversed(size), reversed(same.kernel_size), reversed(same.stride)):
-            total = max(((length + stride - 1) // stride - 1) * stride + kernel - length, 0)
-            pads += [total // 2, total - total // 2]
+        pads = same.same_padding(size)
         symmetric = pads[0] == pads[1] and pads[2] == pads[3]
         conv = torch.nn.Conv2d(
             same.in_channels, same.out_channels, same.kernel_size, same.stride,

@@ -48,14 +48,17 @@ DEFAULT_LAYERS = ("features.3", "features.5")  # stride 8 (40 ch) and stride 16 
 class SamePaddingConv2d(nn.Conv2d):
     """Conv2d with TensorFlow's "SAME" padding (extra pixel on the bottom/right)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def same_padding(self, size) -> list:
+        """``F.pad``'s ``[left, right, top, bottom]`` for inputs of ``size`` ``(height, width)``."""
         pads = []
-        for size, kernel, stride in zip(
-            reversed(x.shape[-2:]), reversed(self.kernel_size), reversed(self.stride)
-        ):
+        for length, kernel, stride in zip(reversed(size), reversed(self.kernel_size), reversed(self.stride)):
             # Integer arithmetic only: traced for ONNX export, it stays a function of the size.
-            total = max(((size + stride - 1) // stride - 1) * stride + kernel - size, 0)
+            total = max(((length + stride - 1) // stride - 1) * stride + kernel - length, 0)
             pads += [total // 2, total - total // 2]
+        return pads
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pads = self.same_padding(x.shape[-2:])
         if pads[0] == pads[1] and pads[2] == pads[3]:
             # Symmetric (all stride-1 layers): the convolution pads by itself, with no copy.
             padding = (pads[2], pads[0])
