@@ -44,9 +44,10 @@ def describe_labelled_anomalies(detector) -> str:
         return "none (trained on normal images only)"
     n_masks = getattr(detector, "n_labelled_masks_", 0)
     images = f"{n_images} image{'s' if n_images > 1 else ''}"
-    both = n_masks and getattr(detector, "labelled_anomalies", "learn") == "learn_both"
-    with_masks = f"{n_masks} with masks{', also trained by image' if both else ''}"
-    return f"{images} ({with_masks}, {n_images - n_masks} by label only)"
+    n_label_only = n_images - n_masks
+    masked_by_image = getattr(detector, "n_labelled_by_image_", n_label_only) - n_label_only
+    both = f", {masked_by_image} of them also by image" if masked_by_image else ""
+    return f"{images} ({n_masks} with masks{both}, {n_label_only} by label only)"
 
 
 def model_card(detector) -> str:

@@ -280,6 +280,11 @@ FITTED_ATTRIBUTES = {
     # Models fitted before fit learned from labelled anomalies learned from none.
     "n_labelled_anomalies_": FittedAttribute(Number(Integral, 0, None, closed="left"), lambda a: 0),
     "n_labelled_masks_": FittedAttribute(Number(Integral, 0, None, closed="left"), lambda a: 0),
+    # Before labelled_anomalies="learn_both", the images without a mask were those learned by image.
+    "n_labelled_by_image_": FittedAttribute(
+        Number(Integral, 0, None, closed="left"),
+        lambda a: a.get("n_labelled_anomalies_", 0) - a.get("n_labelled_masks_", 0),
+    ),
     # Models fitted before training_precision existed trained in float32.
     "training_dtype_": FittedAttribute(StrOptions({"float32", "bfloat16"}), lambda a: "float32"),
     "threshold_": FittedAttribute(FINITE, REQUIRED),
@@ -567,6 +572,9 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         ``labelled_anomalies="ignore"``).
     n_labelled_masks_ : int
         How many of those had a mask (the others were learned from by their label alone).
+    n_labelled_by_image_ : int
+        How many of those trained by multiple-instance learning: the ones without a mask,
+        and with ``labelled_anomalies="learn_both"`` the masked ones too.
     training_dtype_ : {"float32", "bfloat16"}
         What the training steps computed in: ``training_precision`` as resolved on the
         machine and device that fitted.
@@ -703,9 +711,9 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
             ``labelled_anomalies="learn"`` (the default) or ``"learn_both"`` the images
             labelled -1 train the discriminator as real defects (see ``masks``); with
             ``"ignore"`` they are left out of training (only scored, for
-            ``decision_scores_``). Any other value (0/1,
-            booleans, strings, NaN) is refused, since 0/1 labels mean opposite things in
-            different libraries. None trains on every image as normal.
+            ``decision_scores_``). Any other value (0/1, booleans, strings, NaN) is
+            refused, since 0/1 labels mean opposite things in different libraries. None
+            trains on every image as normal.
         masks : sequence of n_images items, default=None
             Ground-truth defect masks, parallel to ``X`` (needs ``y``): per image a mask
             file path, a PIL image, an array ``(H, W)`` (nonzero = defect) on the image's own
@@ -790,6 +798,7 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
             held_out_indices_=list(held_out),
             n_labelled_anomalies_=len(learned),
             n_labelled_masks_=len(roles.masked),
+            n_labelled_by_image_=0 if data.weak is None else len(data.weak),
             training_dtype_=history.dtype,
             threshold_=threshold,
             pixel_threshold_=None,

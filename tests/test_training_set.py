@@ -10,6 +10,7 @@ from sklearn.pipeline import Pipeline
 
 from sksimplenet import SimpleNetDetector, load, save, training_set
 from sksimplenet.datasets import make_synthetic
+from sksimplenet.detector import complete_fitted_attributes
 from sksimplenet.metrics import image_auroc, pixel_auroc
 from sksimplenet.provenance import files_seen_in_training
 from sksimplenet.training_set import positions_far_from, positions_inside, read_masks
@@ -60,7 +61,7 @@ def test_image_labels_alone_raise_image_auroc(noise):
     )
 
 
-def test_learn_both_also_trains_the_masked_images_by_image(noise, monkeypatch):
+def test_learn_both_also_trains_the_masked_images_by_image(noise, monkeypatch, tmp_path):
     X, y, masks, X_test, y_test, masks_test = noise
     trained_by_image = {}
     train = SimpleNetDetector._train
@@ -75,7 +76,13 @@ def test_learn_both_also_trains_the_masked_images_by_image(noise, monkeypatch):
     # Every labelled image has a mask: "learn" trains none of them by image, "learn_both" all 12.
     assert trained_by_image == {"learn": None, "learn_both": 12}
     assert both.n_labelled_anomalies_ == 12 and both.n_labelled_masks_ == 12
-    assert "12 images (12 with masks, also trained by image, 0 by label only)" in both.summary()
+    assert both.n_labelled_by_image_ == 12 and masks_only.n_labelled_by_image_ == 0
+    assert "12 images (12 with masks, 12 of them also by image, 0 by label only)" in both.summary()
+    save(both, tmp_path / "both.safetensors")
+    assert load(tmp_path / "both.safetensors").n_labelled_by_image_ == 12
+    # Models saved before the attribute existed trained by image exactly those without a mask.
+    earlier = complete_fitted_attributes({"n_labelled_anomalies_": 5, "n_labelled_masks_": 2})
+    assert earlier["n_labelled_by_image_"] == 3
     assert not np.array_equal(both.score_samples(X_test), masks_only.score_samples(X_test))
     image, pixel = _quality(both, X_test, y_test, masks_test)
     assert image > 0.9 and pixel > 0.9
