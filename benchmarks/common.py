@@ -162,12 +162,12 @@ class Int8Body(torch.nn.Module):
         self.size = None
 
     def forward(self, images: torch.Tensor) -> dict:
-        import warnings
-
-        from torch.ao.quantization import get_default_qconfig_mapping
-        from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
-
         if self.quantised is None:
+            import warnings
+
+            from torch.ao.quantization import get_default_qconfig_mapping
+            from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
             torch.backends.quantized.engine = "x86"
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # FX quantisation is deprecated in favour of torchao

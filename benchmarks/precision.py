@@ -63,11 +63,17 @@ def precisions_to_measure(emulated: bool, names: list[str]) -> list[str]:
     return chosen
 
 
+def detector_precision(precision: str) -> str:
+    """The detector's ``precision`` parameter for a measured precision: int8 is a float32
+    detector whose backbone body is an :class:`common.Int8Body`."""
+    return "float32" if precision == "int8" else precision
+
+
 def use_precision(detector, precision: str, bodies: dict) -> None:
-    """Score ``detector`` in ``precision``; ``"int8"``: in float32 with the backbone body
+    """Score ``detector`` in ``precision``; ``"int8"``: with the backbone body
     ``bodies["int8"]`` (an :class:`common.Int8Body`), otherwise with ``bodies["float"]``."""
     detector.model_.extractor.body = bodies["int8" if precision == "int8" else "float"]
-    detector.set_params(precision="float32" if precision == "int8" else precision)
+    detector.set_params(precision=detector_precision(precision))
 
 
 def quality(datasets: list[str], seeds: list[int], precisions: list[str], settings: dict) -> None:
@@ -77,7 +83,7 @@ def quality(datasets: list[str], seeds: list[int], precisions: list[str], settin
             results = {}
             for precision in precisions:
                 params = {"backbone": "efficientnet_lite0", **settings}
-                params["precision"] = "float32" if precision == "int8" else precision
+                params["precision"] = detector_precision(precision)
                 with int8_backbones() if precision == "int8" else contextlib.nullcontext():
                     results[precision] = run(dataset, seed, params, reference=False)
             base = results["float32"]
