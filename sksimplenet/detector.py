@@ -42,13 +42,18 @@ from .model import SimpleNetModel, make_model
 from .precision import PRECISIONS, TRAINING_PRECISIONS
 from .provenance import training_files
 from .synthesis import DefectFeatures
+from .thresholds import (
+    labelled_pixel_threshold,
+    labelled_threshold,
+    normal_pixel_threshold,
+    quantile_threshold,
+    warn_if_few_images,
+)
 from .training import TrainingSettings, train_discriminator
 from .training_set import TrainingSet, assign_roles, build_training_set, read_masks
 
 _AUTO_STEPS = 1000  # training steps of epochs="auto" (docs/quality.md)
 _DEVICE_TYPES = ("cpu", "cuda", "mps")
-# fit warns when the held-out images cannot set a threshold within this factor of contamination.
-_FALSE_ALARM_SLACK = 3.0
 
 #: The paper's exact configuration where it differs from this package's defaults:
 #: ``SimpleNetDetector(**PAPER_PARAMS)`` runs SimpleNet as published: raw features with
@@ -128,29 +133,6 @@ def _check_labels(y, n_images: int) -> np.ndarray:
             "where 1 marks an anomaly, pass np.where(y == 1, -1, 1)."
         )
     return y.astype(int)
-
-
-_WARNED_FEW_IMAGES: set[str] = set()  # warnings already given in this process
-
-
-def _warn_if_few_images(n_images: int, contamination: float, source: str) -> None:
-    """Warn, once per process, when too few normal images set the threshold for the share asked for.
-
-    Of ``n`` normal images, the largest scores above about ``1 / (n + 1)`` of new normal
-    images like them, so no quantile of them can promise fewer false alarms than that.
-    Cross-validation fits many small detectors: the warning is given once, not per fold.
-    """
-    if n_images == 0 or 1.0 / (n_images + 1) <= _FALSE_ALARM_SLACK * contamination or _WARNED_FEW_IMAGES:
-        return
-    _WARNED_FEW_IMAGES.add(source)
-    warnings.warn(
-        f"Only {n_images} {source} image{'s' if n_images > 1 else ''} set the threshold: about "
-        f"{1 / (n_images + 1):.0%} of new normal images will score above it, not the "
-        f"{contamination:.0%} contamination asks for. Use more normal images (fit on more, raise "
-        "validation_fraction, or calibrate on more). This warning is given once per process.",
-        UserWarning,
-        stacklevel=4,
-    )
 
 
 def _warn_if_cropped(image, resize, crop_size) -> None:
@@ -333,16 +315,6 @@ def complete_fitted_attributes(attributes: dict) -> dict:
     if isinstance(provenance, dict) and "anomalous_files" not in provenance:
         attributes["provenance_"] = {**provenance, "anomalous_files": []}
     return attributes
-
-
-def _quantile_record(contamination: float, n_images: int, source: str) -> dict:
-    """``calibration_`` of a threshold set as a quantile of normal images' scores."""
-    return {
-        "method": "quantile",
-        "contamination": float(contamination),
-        "n_images": int(n_images),
-        "images": source,
-    }
 
 
 def _earlier_calibration(attributes: dict) -> dict:
@@ -773,10 +745,10 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         n_trained, n_fitted = data.n_trained, data.n_fitted
         held_out = roles.held_out
         calibration = scores[n_trained:n_fitted] if held_out else scores[:n_trained]
-        contamination = AUTO_CONTAMINATION if self.contamination == "auto" else self.contamination
-        _warn_if_few_images(len(held_out), contamination, "held-out")
-        threshold = float(np.quantile(calibration, 1.0 - contamination))
+        contamination = self._contamination()
+        warn_if_few_images(len(held_out), contamination, "held-out", stacklevel=3)
         source = "held-out training images" if held_out else "training images"
+        threshold, record = quantile_threshold(calibration, contamination, source)
         decision_scores = np.empty(len(images))
         decision_scores[roles.order] = scores
         learned = roles.masked + roles.weak
@@ -802,7 +774,7 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
             training_dtype_=history.dtype,
             threshold_=threshold,
             pixel_threshold_=None,
-            calibration_=_quantile_record(contamination, len(calibration), source),
+            calibration_=record,
             decision_scores_=decision_scores,
             labels_=(decision_scores > threshold).astype(int),
             provenance_=provenance,
@@ -845,6 +817,10 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
         if self.epochs != "auto":
             return int(self.epochs)
         return math.ceil(_AUTO_STEPS / math.ceil(n_images / self.batch_size))
+
+    def _contamination(self) -> float:
+        """``contamination``, with ``"auto"`` resolved."""
+        return AUTO_CONTAMINATION if self.contamination == "auto" else float(self.contamination)
 
     def _train(self, extractor, data: TrainingSet, seed: int, device):
         """The network trained on a :class:`~sksimplenet.training_set.TrainingSet` and its
@@ -971,62 +947,43 @@ class SimpleNetDetector(OutlierMixin, BaseEstimator):
             With ``threshold_`` (and ``offset_``), ``labels_``, ``calibration_`` and, with
             ``pixel``, ``pixel_threshold_`` set; nothing else changes.
         """
-        from .metrics import best_pixel_threshold, masks_at_map_resolution, operating_threshold
-
         check_is_fitted(self, "model_")
         validate_params(self.get_params(deep=False))
-        contamination = AUTO_CONTAMINATION if self.contamination == "auto" else self.contamination
+        contamination = self._contamination()
         if max_fpr is not None and min_recall is not None:
             raise ValueError("give max_fpr or min_recall, not both")
         if y is None and (max_fpr is not None or min_recall is not None or masks is not None):
             raise ValueError("max_fpr, min_recall and masks choose a threshold on labelled images: pass y")
+        if pixel and X is None:
+            raise ValueError("pixel=True needs images: pass X")
+        if pixel and y is not None and masks is None:
+            raise ValueError("pixel=True with labelled images needs their masks")
         pixel_threshold, pixel_record = self.pixel_threshold_, (self.calibration_ or {}).get("pixel")
         if X is None:
-            if pixel:
-                raise ValueError("pixel=True needs images: pass X")
             stored = getattr(self, "decision_scores_", None)
             if stored is None or not self.held_out_indices_:
                 raise ValueError(
                     "calibrate() without images uses the scores of the images fit held out, and this "
                     "model has none (validation_fraction=0, or saved without them): pass normal images X"
                 )
-            scores = stored[self.held_out_indices_]
-            _warn_if_few_images(len(scores), contamination, "held-out")
-            threshold = float(np.quantile(scores, 1.0 - contamination))
-            record = _quantile_record(contamination, len(scores), "held-out training images")
+            warn_if_few_images(len(self.held_out_indices_), contamination, "held-out")
+            threshold, record = quantile_threshold(
+                stored[self.held_out_indices_], contamination, "held-out training images"
+            )
         else:
-            maps, scores, images = self._infer(X, keep_maps=pixel)
+            maps, scores, _ = self._infer(X, keep_maps=pixel)
             if y is None:
-                _warn_if_few_images(len(scores), contamination, "calibration")
-                threshold = float(np.quantile(scores, 1.0 - contamination))
-                record = _quantile_record(contamination, len(scores), "normal calibration images")
+                warn_if_few_images(len(scores), contamination, "calibration")
+                threshold, record = quantile_threshold(scores, contamination, "normal calibration images")
                 if pixel:
-                    peaks = np.array([float(torch.nan_to_num(m, nan=-np.inf).max()) for m in maps])
-                    pixel_threshold = float(np.quantile(peaks, 1.0 - contamination))
-                    pixel_record = {
-                        "method": "quantile of the map maxima",
-                        "contamination": float(contamination),
-                    }
+                    pixel_threshold, pixel_record = normal_pixel_threshold(maps, contamination)
             else:
                 y = _check_labels(y, len(scores))
-                criterion, value = ("max_fpr", max_fpr) if max_fpr is not None else ("min_recall", min_recall)
-                if max_fpr is None and min_recall is None:
-                    criterion, value = "f1", None
-                threshold = operating_threshold(y, scores, criterion, value)
-                record = {
-                    "method": criterion,
-                    "value": None if value is None else float(value),
-                    "n_images": len(scores),
-                    "n_anomalous": int((y == -1).sum()),
-                    "images": "labelled validation images",
-                }
+                threshold, record = labelled_threshold(y, scores, max_fpr=max_fpr, min_recall=min_recall)
                 if pixel:
-                    if masks is None:
-                        raise ValueError("pixel=True with labelled images needs their masks")
-                    shapes = [tuple(m.shape) for m in maps]
-                    grid = masks_at_map_resolution(masks, y, self.resize, self.crop_size, shapes)
-                    pixel_threshold = best_pixel_threshold(grid, [m.numpy() for m in maps])
-                    pixel_record = {"method": "pixel f1", "n_images": len(scores)}
+                    pixel_threshold, pixel_record = labelled_pixel_threshold(
+                        maps, masks, y, self.resize, self.crop_size
+                    )
         record["pixel"] = pixel_record
         # Only now, with everything computed, does the estimator change.
         self.threshold_ = threshold

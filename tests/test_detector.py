@@ -175,9 +175,9 @@ def test_paper_configuration_is_reachable():
 
 
 def test_too_few_held_out_images_for_the_threshold_warn_once_per_process(stripes, monkeypatch):
-    import sksimplenet.detector
+    import sksimplenet.thresholds
 
-    monkeypatch.setattr(sksimplenet.detector, "_WARNED_FEW_IMAGES", set())  # as in a new process
+    monkeypatch.setattr(sksimplenet.thresholds, "_WARNED_FEW_IMAGES", set())  # as in a new process
     images, _, _ = stripes
     # 20 images, 10 % held out: 2 images cannot set a 99th percentile.
     with pytest.warns(

@@ -144,6 +144,17 @@ def test_a_pixel_threshold_from_masks_or_normal_images_is_kept_and_saved(fitted,
     assert detector.pixel_threshold_ == pytest.approx(np.quantile(peaks, 0.9), rel=1e-5)
 
 
+def test_calibrate_refuses_a_pixel_threshold_it_cannot_set_before_scoring_any_image(fitted, labelled):
+    images, labels, _ = labelled
+    detector = load_copy(fitted)
+    detector._infer = None  # scoring would fail with a TypeError: the check comes first
+    with pytest.raises(ValueError, match="needs their masks"):
+        detector.calibrate(images, labels, pixel=True)
+    with pytest.raises(ValueError, match="needs images"):
+        detector.calibrate(pixel=True)
+    assert detector.threshold_ == fitted.threshold_ and detector.calibration_ == fitted.calibration_
+
+
 def load_copy(detector):
     import copy
 
