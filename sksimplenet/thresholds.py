@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .metrics import best_pixel_threshold, masks_at_map_resolution, operating_threshold
+from .metrics import _is_anomalous, best_pixel_threshold, masks_at_map_resolution, operating_threshold
 
 # A warning is given when the images cannot set a threshold within this factor of contamination.
 _FALSE_ALARM_SLACK = 3.0
@@ -90,7 +90,8 @@ def labelled_threshold(
     Parameters
     ----------
     labels : array-like of shape (n_images,)
-        +1 normal / -1 anomalous, both classes present.
+        +1 normal / -1 anomalous, or bool / 0-1 with True / 1 anomalous, as
+        :func:`~sksimplenet.metrics.operating_threshold` reads them; both classes present.
     scores : array-like of shape (n_images,)
         Image anomaly scores.
     max_fpr, min_recall : float in [0, 1], default=None
@@ -111,12 +112,12 @@ def labelled_threshold(
         criterion, value = "max_fpr", max_fpr
     elif min_recall is not None:
         criterion, value = "min_recall", min_recall
-    labels = np.asarray(labels)
+    anomalous = _is_anomalous(labels)  # the record counts the labels as the threshold reads them
     record = {
         "method": criterion,
         "value": None if value is None else float(value),
-        "n_images": int(labels.size),
-        "n_anomalous": int((labels == -1).sum()),
+        "n_images": int(anomalous.size),
+        "n_anomalous": int(anomalous.sum()),
         "images": "labelled validation images",
     }
     return operating_threshold(labels, scores, criterion, value), record

@@ -42,6 +42,8 @@ def test_a_labelled_threshold_records_its_criterion():
         "n_anomalous": 3,
         "images": "labelled validation images",
     }
+    # 0/1 labels (1 anomalous), which operating_threshold also reads, give the same threshold and record.
+    assert labelled_threshold((labels == -1).astype(int), scores, max_fpr=0.0) == (threshold, record)
     threshold, record = labelled_threshold(labels, scores, min_recall=0.6)
     assert threshold == pytest.approx(0.65) and record["method"] == "min_recall"
     with pytest.raises(ValueError, match="not both"):
